@@ -1,0 +1,41 @@
+"""The only contract between the pipeline and a model family.
+
+The pipeline never imports torch or ``zegclip``. ``jobs/label.py`` hands it two callables:
+
+* ``encode_vocabulary() -> np.ndarray`` (C, D) float32, run once per job on the driver;
+  the result is put in the Ray object store and shared with every actor.
+* ``predictor_factory(class_embeddings) -> Predictor``, called once per actor in ``__init__``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+
+class PredictionLike(Protocol):
+    """Per-image model output.
+
+    Attributes:
+        label_map: (H, W) uint8 (<= 255 classes) or uint16; 255 / 65535 = unlabelled.
+        confidence: (H, W) float32 in [0, 1], score of the chosen class.
+        class_counts: (C,) int64 pixels per class; sums to H*W minus unlabelled pixels.
+    """
+
+    label_map: np.ndarray
+    confidence: np.ndarray
+    class_counts: np.ndarray
+
+
+class Predictor(Protocol):
+    """Segments batches of images against a fixed vocabulary."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[PredictionLike]:
+        """Args: images: HWC uint8 RGB arrays of any sizes. Returns one prediction per image."""
+        ...
+
+
+PredictorFactory = Callable[[np.ndarray], Predictor]
+VocabularyEncoder = Callable[[], np.ndarray]

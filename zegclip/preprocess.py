@@ -1,0 +1,83 @@
+"""Official ZegCLIP test-time preprocessing and sliding-window geometry.
+
+Matches mmseg 0.24 / mmcv 1.4.4 as configured by the official repository (reference §8):
+``Resize(img_scale=(2048, 512), keep_ratio=True, min_size=512)`` then ImageNet-statistics
+``Normalize``. Resizing uses OpenCV's fixed-point ``INTER_LINEAR`` because torch's bilinear
+differs by one grey level on about a third of pixels.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 scale (ZegCLIP configs, not CLIP's stats)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+SHORT_SIDE = 512
+CROP_SIZE = 512
+STRIDE = 426
+
+
+def official_resize_shape(height: int, width: int, short_side: int = SHORT_SIDE) -> tuple[int, int]:
+    """Output (height, width) of mmcv ``imrescale`` as ZegCLIP's test pipeline calls it.
+
+    The short side becomes ``short_side``; the 2048 long-side cap never applies because of
+    ``min_size``. Rounding is mmcv's ``int(x * scale + 0.5)``.
+    """
+    if height > width:
+        scale = (short_side * height / width, short_side)
+    else:
+        scale = (short_side, short_side * width / height)
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def resize_short_side(image: np.ndarray, short_side: int = SHORT_SIDE) -> np.ndarray:
+    """Resize an HWC uint8 image so its short side is ``short_side`` (cv2 bilinear)."""
+    new_h, new_w = official_resize_shape(image.shape[0], image.shape[1], short_side)
+    if (new_h, new_w) == image.shape[:2]:
+        return image
+    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """HWC uint8 RGB -> (1, 3, H, W) float32 normalised with ImageNet mean/std."""
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)
+    chw = ((image.astype(np.float32) - mean) / std).transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(chw))[None]
+
+
+def preprocess(image: np.ndarray, short_side: int = SHORT_SIDE) -> torch.Tensor:
+    """Official test-time preprocessing of one image.
+
+    Args:
+        image: (H, W, 3) uint8 RGB, values in [0, 255].
+        short_side: target short side; 512 for the official checkpoints.
+
+    Returns:
+        (1, 3, H', W') float32 with min(H', W') == short_side.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HWC uint8 RGB image, got {image.dtype} {image.shape}")
+    return normalize(resize_short_side(image, short_side))
+
+
+def slide_windows(
+    height: int, width: int, crop: int = CROP_SIZE, stride: int = STRIDE
+) -> list[tuple[int, int, int, int]]:
+    """mmseg ``slide_inference`` windows as (y1, y2, x1, x2), covering the whole image.
+
+    Windows never extend past the image: the last row/column is shifted back to end at the
+    border, and images smaller than ``crop`` get one window of their own size.
+    """
+    rows = max(height - crop + stride - 1, 0) // stride + 1
+    cols = max(width - crop + stride - 1, 0) // stride + 1
+    windows = []
+    for i in range(rows):
+        for j in range(cols):
+            y2 = min(i * stride + crop, height)
+            x2 = min(j * stride + crop, width)
+            windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return windows
