@@ -1,0 +1,40 @@
+"""ZegCLIP-family zero-shot semantic segmentation on open_clip (no mmseg, no ray).
+
+Public API::
+
+    model = zegclip.load_model(path, device="cpu")        # ours (.safetensors) or official .pth
+    x = zegclip.preprocess(image_rgb_uint8)                # (1, 3, H, W) float32
+    emb = model.encode_vocabulary(names, templates=["a photo of a {}"])   # (C, D)
+    logits = model.mask_logits(x_512, emb)                 # (B, C, 32, 32)
+    scores = model.slide_scores(x, emb, seen=seen_mask)    # (B, C, H, W)
+
+Labelling jobs use :class:`LabelerSpec` with :func:`encode_vocabulary_for` (driver, once) and
+:func:`build_predictor` (each replica).
+"""
+
+from ._torchvision_compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()
+
+from .build import build_zegclip, count_trainable  # noqa: E402
+from .checkpoint import CheckpointError, save_checkpoint  # noqa: E402
+from .config import ClipSpec, ZegCLIPConfig  # noqa: E402
+from .labeler import (  # noqa: E402
+    LabelerSpec,
+    build_predictor,
+    check_spec,
+    describe,
+    encode_vocabulary_for,
+)
+from .model import ZegCLIP  # noqa: E402
+from .predictor import Prediction, SegPredictor  # noqa: E402
+from .preprocess import preprocess  # noqa: E402
+from .registry import load_model  # noqa: E402
+from .vocab import Vocabulary, VocabularyError, load_vocabulary  # noqa: E402
+
+__all__ = [
+    "CheckpointError", "ClipSpec", "LabelerSpec", "Prediction", "SegPredictor", "Vocabulary",
+    "VocabularyError", "ZegCLIP", "ZegCLIPConfig", "build_predictor", "build_zegclip",
+    "check_spec", "count_trainable", "describe", "encode_vocabulary_for", "load_model",
+    "load_vocabulary", "preprocess", "save_checkpoint",
+]

@@ -1,0 +1,50 @@
+"""Assemble ZegCLIP from a config: frozen CLIP (+ its weights) and fresh trainable parts."""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from .backbone import PromptedViT
+from .clip import build_clip, tokenizer_for
+from .config import ZegCLIPConfig
+from .decoder import SegHead
+from .model import ZegCLIP
+
+logger = logging.getLogger(__name__)
+
+
+def build_zegclip(config: ZegCLIPConfig, *, load_clip_weights: bool = True,
+                  with_text: bool = True) -> ZegCLIP:
+    """Build ZegCLIP in eval mode; CLIP frozen, prompts and head trainable.
+
+    Args:
+        config: model config.
+        load_clip_weights: load CLIP weights from ``config.clip.pretrained``; False when the caller
+            loads embedded weights.
+        with_text: keep the text tower (needed to encode vocabularies).
+    """
+    clip = build_clip(config.clip, load_weights=load_clip_weights)
+    visual = clip.visual
+    clip.visual = nn.Identity()  # the text tower stays; the ViT moves into the backbone
+    backbone = PromptedViT(visual, config.num_prompt_tokens, dropout=config.dropout)
+    head = SegHead(
+        backbone.output_dim,
+        num_layers=config.decoder_layers,
+        num_heads=config.decoder_heads,
+        ffn_dim=config.decoder_ffn_dim,
+        dropout=config.dropout,
+    )
+    model = ZegCLIP(
+        config, backbone, head,
+        text=clip if with_text else None,
+        tokenizer=tokenizer_for(config.clip) if with_text else None,
+    )
+    logger.info("ZegCLIP built: %s trainable parameters", f"{count_trainable(model):,}")
+    return model.eval()
+
+
+def count_trainable(model: nn.Module) -> int:
+    """Number of parameters with ``requires_grad``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

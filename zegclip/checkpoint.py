@@ -1,0 +1,147 @@
+"""Self-describing checkpoints: one ``.safetensors`` file whose header holds the JSON config.
+
+Layout: tensors are the trainable parameters (``backbone.prompt_*``, ``head.*``) and, when the
+frozen CLIP is embedded, its weights under ``clip.*`` (``clip.visual.*`` for the ViT, the text
+tower at ``clip.*``). The header's ``__metadata__`` has ``zegclip_config`` (the model config,
+including the CLIP model name and weights source, seen classes, templates and preprocessing)
+and ``format`` = ``zegclip-checkpoint``. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .build import build_zegclip
+from .config import ZegCLIPConfig
+from .model import ZegCLIP
+
+logger = logging.getLogger(__name__)
+
+FORMAT_TAG = "zegclip-checkpoint"
+CLIP_PREFIX = "clip."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not ours, is malformed, or does not match its config."""
+
+
+def save_checkpoint(model: ZegCLIP, path: str | Path, *, embed_clip: bool = False) -> Path:
+    """Write ``model`` atomically to ``path`` (a ``.safetensors`` file).
+
+    Args:
+        model: the model (its config is stored in the header).
+        path: destination file.
+        embed_clip: also store the frozen CLIP weights (for offline use or converted checkpoints
+            whose CLIP cannot be referenced by a tag).
+    """
+    if not embed_clip and not model.config.clip.pretrained:
+        raise ValueError(
+            "this model's CLIP weights have no source (clip.pretrained is None): save with "
+            "embed_clip=True, or set the config's clip.pretrained to a tag, path or URI."
+        )
+    tensors = dict(model.trainable_state_dict())
+    if embed_clip:
+        tensors.update(clip_state_dict(model))
+    meta = {"format": FORMAT_TAG, "zegclip_config": json.dumps(model.config.to_dict()),
+            "embeds_clip": json.dumps(embed_clip)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def clip_state_dict(model: ZegCLIP) -> dict[str, torch.Tensor]:
+    """Frozen CLIP weights under ``clip.*`` (ViT at ``clip.visual.*``)."""
+    out = {f"{CLIP_PREFIX}visual.{k}": v for k, v in model.backbone.visual.state_dict().items()}
+    if model.text is not None:
+        text = {k: v for k, v in model.text.state_dict().items() if not k.startswith("visual.")}
+        out.update({f"{CLIP_PREFIX}{k}": v for k, v in text.items()})
+    return out
+
+
+def read_header(path: str | Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file.
+
+    Raises:
+        CheckpointError: not a ZegCLIP-family checkpoint.
+    """
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != FORMAT_TAG:
+        raise CheckpointError(
+            f"{path} is not a zegclip checkpoint (no '{FORMAT_TAG}' header); official ZegCLIP "
+            "'.pth' files load directly or convert with `zegclip convert-official`."
+        )
+    return meta
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, on CPU."""
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def load_zegclip_checkpoint(path: str | Path, *, with_text: bool = True) -> ZegCLIP:
+    """Rebuild a ZegCLIP from one of our checkpoints (CPU, eval mode).
+
+    Raises:
+        CheckpointError: header or tensors do not match the config.
+    """
+    meta = read_header(path)
+    config = ZegCLIPConfig.from_dict(json.loads(meta["zegclip_config"]))
+    embeds_clip = json.loads(meta.get("embeds_clip", "false"))
+    tensors = load_tensors(path)
+    model = build_zegclip(config, load_clip_weights=not embeds_clip, with_text=with_text)
+    if embeds_clip:
+        load_clip_into(model, {k: v for k, v in tensors.items() if k.startswith(CLIP_PREFIX)})
+    load_trainable(model, {k: v for k, v in tensors.items() if not k.startswith(CLIP_PREFIX)})
+    return model.eval()
+
+
+def load_trainable(model: ZegCLIP, state: dict[str, torch.Tensor]) -> None:
+    """Load trainable parameters, refusing missing, unexpected or mis-shaped keys."""
+    expected = model.trainable_state_dict()
+    _check_keys("trainable", expected, state)
+    model.load_state_dict(state, strict=False)
+
+
+def load_clip_into(model: ZegCLIP, state: dict[str, torch.Tensor]) -> None:
+    """Load embedded CLIP weights (``clip.*``) into the backbone ViT and the text tower."""
+    visual_prefix = f"{CLIP_PREFIX}visual."
+    visual = {k[len(visual_prefix):]: v for k, v in state.items() if k.startswith(visual_prefix)}
+    text = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if not k.startswith(visual_prefix)}
+    _check_keys("CLIP vision", model.backbone.visual.state_dict(), visual)
+    model.backbone.visual.load_state_dict(visual)
+    if model.text is not None:
+        expected = {k: v for k, v in model.text.state_dict().items() if not k.startswith("visual.")}
+        _check_keys("CLIP text", expected, text, optional={"logit_scale", "logit_bias"})
+        model.text.load_state_dict(text, strict=False)
+
+
+def _check_keys(what: str, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
+                optional: set[str] = frozenset()) -> None:
+    missing = sorted(set(expected) - set(got) - optional)
+    unexpected = sorted(set(got) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(got) if expected[k].shape != got[k].shape)
+    if missing or unexpected or shapes:
+        detail = "; ".join(
+            f"{name}: {keys[:6]}{' ...' if len(keys) > 6 else ''}"
+            for name, keys in (("missing", missing), ("unexpected", unexpected),
+                               ("shape mismatch", shapes)) if keys
+        )
+        raise CheckpointError(f"{what} weights do not match the model config ({detail})")

@@ -1,0 +1,142 @@
+"""One picklable spec from job flags to a ready predictor; what ``jobs/`` calls.
+
+Driver: ``check_spec`` (fail before work), ``encode_vocabulary_for`` (once per run).
+Actors: ``build_predictor`` (once per replica, with the driver's embeddings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ClipSpec
+from .predictor import SegPredictor
+from .registry import load_model, local_path
+from .templates import resolve_templates
+from .text import encode_names, flat_names, synonym_index
+from .vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_METHOD = "naclip"
+
+
+@dataclass(frozen=True)
+class LabelerSpec:
+    """Everything needed to rebuild the same predictor anywhere.
+
+    Attributes:
+        checkpoint: our checkpoint (``.safetensors``), an official ZegCLIP ``.pth``, local or URI;
+            None = training-free frozen-CLIP mode (``method``).
+        clip_model / clip_pretrained / clip_weights: the CLIP for training-free mode;
+            ``clip_weights`` (path or URI) overrides the pretrained tag for offline clusters.
+        method: training-free variant (maskclip, sclip, clearclip, naclip).
+        templates: template set name, file or None for the model's default.
+        background: extra words whose pixels become unlabelled (training-free mode).
+        min_score: best-class score under which a pixel is unlabelled; None = model default.
+        device: ``auto``, ``cpu``, ``cuda``.
+        precision: ``fp32``, ``bf16``, ``fp16`` (GPU autocast).
+    """
+
+    checkpoint: str | None = None
+    clip_model: str = "ViT-B-16"
+    clip_pretrained: str | None = "openai"
+    clip_weights: str | None = None
+    method: str = DEFAULT_METHOD
+    templates: str | None = None
+    background: tuple[str, ...] = ()
+    min_score: float | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+
+    @property
+    def clip_spec(self) -> ClipSpec:
+        """The CLIP of training-free mode."""
+        return ClipSpec(model=self.clip_model, pretrained=self.clip_weights or self.clip_pretrained)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_model(spec: LabelerSpec, *, with_text: bool = True) -> torch.nn.Module:
+    """The scorer module (ZegCLIP, ZegOT or frozen CLIP) on CPU, eval mode."""
+    if spec.checkpoint:
+        return load_model(spec.checkpoint, with_text=with_text)
+    from .trainfree import build_frozen_clip
+
+    return build_frozen_clip(spec.clip_spec, method=spec.method, with_text=with_text)
+
+
+def check_spec(spec: LabelerSpec) -> None:
+    """Fail fast on unusable settings, before any work is scheduled.
+
+    Raises:
+        FileNotFoundError: checkpoint or CLIP weights missing (message names the flag).
+        ValueError: invalid option values.
+    """
+    if spec.precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"--precision must be fp32, bf16 or fp16, not {spec.precision}")
+    if spec.min_score is not None and not 0.0 <= spec.min_score <= 1.0:
+        raise ValueError(f"--min-score must be within [0, 1], got {spec.min_score}")
+    if spec.templates is not None:
+        resolve_templates(spec.templates)
+    if spec.device not in ("auto", "cpu") and not torch.cuda.is_available():
+        raise ValueError(f"--device {spec.device} requested but CUDA is not available here")
+    if spec.checkpoint:
+        local_path(spec.checkpoint, flag="--checkpoint")
+    elif spec.clip_weights:
+        local_path(spec.clip_weights, flag="--clip-weights")
+
+
+def vocabulary_rows(spec: LabelerSpec, vocab: Vocabulary) -> tuple[list[str], np.ndarray]:
+    """Names of every embedding row (synonyms, then background words) and their class index."""
+    from .predictor import BACKGROUND
+
+    names = flat_names(vocab) + list(spec.background)
+    index = np.concatenate([synonym_index(vocab), np.full(len(spec.background), BACKGROUND)])
+    return names, index.astype(np.int64)
+
+
+def encode_vocabulary_for(spec: LabelerSpec, vocab: Vocabulary) -> np.ndarray:
+    """(S, D) float32 L2-normalised embeddings of every synonym and background word; once per run."""
+    model = build_model(spec, with_text=True).to(resolve_device(spec.device))
+    names, _ = vocabulary_rows(spec, vocab)
+    templates = resolve_templates(spec.templates) if spec.templates else model.default_templates
+    emb = encode_names(model.text, model.tokenizer, names, templates)
+    logger.info("encoded %d vocabulary rows x %d templates", len(names), len(templates))
+    return emb.cpu().numpy().astype(np.float32)
+
+
+def build_predictor(spec: LabelerSpec, vocab: Vocabulary, text_emb: np.ndarray) -> SegPredictor:
+    """A ready predictor for one replica; the text tower is never built into it."""
+    device = resolve_device(spec.device)
+    model = build_model(spec, with_text=False).to(device)
+    names, index = vocabulary_rows(spec, vocab)
+    if text_emb.shape[0] != len(names):
+        raise ValueError(f"{text_emb.shape[0]} embeddings for {len(names)} vocabulary rows")
+    seen = model.seen_mask(names)
+    min_score = spec.min_score if spec.min_score is not None else model.default_min_score
+    return SegPredictor(model, text_emb, index, len(vocab), seen=seen, min_score=min_score,
+                        device=device, precision=spec.precision)
+
+
+def describe(spec: LabelerSpec) -> dict[str, Any]:
+    """JSON-ready model description for run metadata; URIs lose any userinfo and query string."""
+    return {k: _redact(v) for k, v in dataclasses.asdict(spec).items()}
+
+
+def _redact(value: Any) -> Any:
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    scheme, rest = value.split("://", 1)
+    host_path = rest.split("@", 1)[-1].split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{host_path}"

@@ -1,0 +1,61 @@
+"""Class-name embeddings from CLIP's frozen text tower.
+
+Each (name, template) prompt is encoded and L2-normalised; a name's embedding is the mean over
+templates, renormalised (ZegCLIP's get_embedding.ipynb recipe; a single template reduces to the
+plain normalised embedding). Synonyms are encoded as separate rows; models score every row and
+reduce to classes with a max over a class's synonyms (:mod:`zegclip.predictor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+
+from .vocab import Vocabulary
+
+Tokenizer = Callable[[list[str]], torch.Tensor]
+
+
+@torch.no_grad()
+def encode_names(
+    clip: CLIP,
+    tokenizer: Tokenizer,
+    names: Sequence[str],
+    templates: Sequence[str],
+    *,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Encode class names with prompt templates.
+
+    Args:
+        clip: open_clip CLIP whose text tower is used.
+        tokenizer: its tokenizer.
+        names: N class names.
+        templates: prompts containing ``{}``.
+        batch_size: prompts per text-tower forward (bounds memory for 80-template sets).
+
+    Returns:
+        (N, D) float32, L2-normalised rows, on the text tower's device.
+    """
+    device = clip.token_embedding.weight.device
+    prompts = [t.format(name) for name in names for t in templates]
+    chunks = []
+    for start in range(0, len(prompts), batch_size):
+        tokens = tokenizer(prompts[start : start + batch_size]).to(device)
+        chunks.append(F.normalize(clip.encode_text(tokens).float(), dim=-1))
+    per_prompt = torch.cat(chunks).reshape(len(names), len(templates), -1)  # (N, T, D)
+    return F.normalize(per_prompt.mean(dim=1), dim=-1)
+
+
+def synonym_index(vocab: Vocabulary) -> np.ndarray:
+    """(S,) int64 class index of every synonym row, in the order :func:`flat_names` lists them."""
+    return np.repeat(np.arange(len(vocab)), [len(s) for s in vocab.synonyms])
+
+
+def flat_names(vocab: Vocabulary) -> list[str]:
+    """All S synonyms, class by class."""
+    return [name for entry in vocab.synonyms for name in entry]
