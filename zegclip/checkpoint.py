@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
 
 from .build import build_zegclip
 from .config import ZegCLIPConfig
@@ -33,11 +34,12 @@ class CheckpointError(ValueError):
     """A checkpoint that is not ours, is malformed, or does not match its config."""
 
 
-def save_checkpoint(model: ZegCLIP, path: str | Path, *, embed_clip: bool = False) -> Path:
+def save_checkpoint(model: nn.Module, path: str | Path, *, embed_clip: bool = False) -> Path:
     """Write ``model`` atomically to ``path`` (a ``.safetensors`` file).
 
     Args:
-        model: the model (its config is stored in the header).
+        model: a ZegCLIP-family model: ``config`` (with ``to_dict``), ``trainable_state_dict()``,
+            ``clip_visual`` and ``text`` (the frozen towers).
         path: destination file.
         embed_clip: also store the frozen CLIP weights (for offline use or converted checkpoints
             whose CLIP cannot be referenced by a tag).
@@ -65,9 +67,9 @@ def save_checkpoint(model: ZegCLIP, path: str | Path, *, embed_clip: bool = Fals
     return path
 
 
-def clip_state_dict(model: ZegCLIP) -> dict[str, torch.Tensor]:
+def clip_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Frozen CLIP weights under ``clip.*`` (ViT at ``clip.visual.*``)."""
-    out = {f"{CLIP_PREFIX}visual.{k}": v for k, v in model.backbone.visual.state_dict().items()}
+    out = {f"{CLIP_PREFIX}visual.{k}": v for k, v in model.clip_visual.state_dict().items()}
     if model.text is not None:
         text = {k: v for k, v in model.text.state_dict().items() if not k.startswith("visual.")}
         out.update({f"{CLIP_PREFIX}{k}": v for k, v in text.items()})
@@ -113,20 +115,20 @@ def load_zegclip_checkpoint(path: str | Path, *, with_text: bool = True) -> ZegC
     return model.eval()
 
 
-def load_trainable(model: ZegCLIP, state: dict[str, torch.Tensor]) -> None:
+def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load trainable parameters, refusing missing, unexpected or mis-shaped keys."""
     expected = model.trainable_state_dict()
     _check_keys("trainable", expected, state)
     model.load_state_dict(state, strict=False)
 
 
-def load_clip_into(model: ZegCLIP, state: dict[str, torch.Tensor]) -> None:
+def load_clip_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load embedded CLIP weights (``clip.*``) into the backbone ViT and the text tower."""
     visual_prefix = f"{CLIP_PREFIX}visual."
     visual = {k[len(visual_prefix):]: v for k, v in state.items() if k.startswith(visual_prefix)}
     text = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if not k.startswith(visual_prefix)}
-    _check_keys("CLIP vision", model.backbone.visual.state_dict(), visual)
-    model.backbone.visual.load_state_dict(visual)
+    _check_keys("CLIP vision", model.clip_visual.state_dict(), visual)
+    model.clip_visual.load_state_dict(visual)
     if model.text is not None:
         expected = {k: v for k, v in model.text.state_dict().items() if not k.startswith("visual.")}
         _check_keys("CLIP text", expected, text, optional={"logit_scale", "logit_bias"})

@@ -18,7 +18,7 @@ from .config import ClipSpec
 from .predictor import SegPredictor
 from .registry import load_model, local_path
 from .templates import resolve_templates
-from .text import encode_names, flat_names, synonym_index
+from .text import flat_names, synonym_index
 from .vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -107,11 +107,15 @@ def vocabulary_rows(spec: LabelerSpec, vocab: Vocabulary) -> tuple[list[str], np
 
 
 def encode_vocabulary_for(spec: LabelerSpec, vocab: Vocabulary) -> np.ndarray:
-    """(S, D) float32 L2-normalised embeddings of every synonym and background word; once per run."""
+    """(S, ...) float32 embeddings of every synonym and background word; once per run.
+
+    Shape (S, D) for ZegCLIP and training-free mode; families with several prompts per class
+    (ZegOT) add axes after S. The predictor passes them through unchanged.
+    """
     model = build_model(spec, with_text=True).to(resolve_device(spec.device))
     names, _ = vocabulary_rows(spec, vocab)
     templates = resolve_templates(spec.templates) if spec.templates else model.default_templates
-    emb = encode_names(model.text, model.tokenizer, names, templates)
+    emb = model.encode_vocabulary(names, templates=templates)
     logger.info("encoded %d vocabulary rows x %d templates", len(names), len(templates))
     return emb.cpu().numpy().astype(np.float32)
 

@@ -50,6 +50,11 @@ class ZegCLIP(nn.Module):
         self.text = text
         self.tokenizer = tokenizer
 
+    @property
+    def clip_visual(self) -> nn.Module:
+        """The frozen open_clip ViT (checkpoints embed it under ``clip.visual.*``)."""
+        return self.backbone.visual
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Prompts, prompt projection/norm and head: what training changes and checkpoints store."""
         return {k: v for k, v in self.state_dict().items() if is_trainable_key(k)}

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, load_zegclip_checkpoint, read_header
+from .checkpoint import CheckpointError, read_header
 
 logger = logging.getLogger(__name__)
 
 OFFICIAL_SUFFIXES = (".pth", ".pt")
 
-# family name in a checkpoint's config -> loader(path, with_text) ; ZegOT registers itself here.
-FAMILY_LOADERS: dict[str, Callable[..., nn.Module]] = {"zegclip": load_zegclip_checkpoint}
+# family name in a checkpoint's config -> "module:function" loading (path, with_text=...).
+FAMILY_LOADERS: dict[str, str] = {
+    "zegclip": "zegclip.checkpoint:load_zegclip_checkpoint",
+    "zegot": "zegclip.zegot:load_zegot_checkpoint",
+}
 
 
 def local_path(path_or_uri: str | Path, *, flag: str = "--checkpoint") -> Path:
@@ -62,4 +65,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", *, with_tex
     family = json.loads(read_header(file)["zegclip_config"]).get("family", "zegclip")
     if family not in FAMILY_LOADERS:
         raise CheckpointError(f"{file}: unknown model family '{family}'")
-    return FAMILY_LOADERS[family](file, with_text=with_text).to(device)
+    module, function = FAMILY_LOADERS[family].split(":")
+    loader = getattr(importlib.import_module(module), function)
+    return loader(file, with_text=with_text).to(device)
