@@ -91,7 +91,11 @@ def _load_pretrained(spec: ClipSpec) -> CLIP:
     if uses_quick_gelu(spec):
         kwargs["force_quick_gelu"] = True
     try:
-        clip = open_clip.create_model(spec.model, pretrained=source, **kwargs)
+        if spec.config is not None or spec.model == "tiny-test":  # not an open_clip config name
+            clip = CLIP(**model_config(spec), quick_gelu=uses_quick_gelu(spec))
+            open_clip.load_checkpoint(clip, source)  # safetensors or weights_only torch.load
+        else:
+            clip = open_clip.create_model(spec.model, pretrained=source, **kwargs)
     except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors when offline
         raise WeightsError(
             f"could not load CLIP weights '{spec.pretrained}' for {spec.model}: "

@@ -1,0 +1,39 @@
+"""Tiny random ZegCLIP models the tests build themselves (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import zegclip
+from zegclip import ClipSpec, ZegCLIPConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+
+
+def tiny_config(**overrides) -> ZegCLIPConfig:
+    """2-layer width-64 CLIP, 3-layer decoder with a 128-wide FFN, 4 prompt tokens."""
+    base = dict(clip=ClipSpec(model="tiny-test", pretrained=None), num_prompt_tokens=4,
+                decoder_ffn_dim=128, seen_classes=("car", "road"))
+    base.update(overrides)
+    return ZegCLIPConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> zegclip.ZegCLIP:
+    torch.manual_seed(0)
+    return zegclip.build_zegclip(tiny_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return zegclip.save_checkpoint(tiny_model, path, embed_clip=True)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"test data missing at {SHARED_DATA}"
+    return SHARED_DATA

@@ -1,0 +1,78 @@
+"""ZegOT configuration: a frozen dataclass serialised into checkpoints like :class:`ZegCLIPConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import FORMAT_VERSION, ClipSpec
+from .sinkhorn import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL
+
+
+@dataclass(frozen=True)
+class ZegOTConfig:
+    """ZegOT architecture and inference settings.
+
+    Attributes:
+        clip: the frozen CLIP (image and text towers both frozen).
+        family: model family tag read by :func:`zegclip.load_model` (always ``zegot``).
+        num_prompts: N learnable prompt context sets per class. 4: OTSeg uses 6-8 hand-written
+            templates; 4 learnable sets keep OT's prompt diversity while halving the text-tower
+            work that training repeats every step (C x N sequences).
+        num_context_tokens: M learnable context tokens per set, CoOp-style, prepended to the
+            class name. 4, initialised from OTSeg's template prefixes ("a photo of a", ...),
+            which are exactly 4 BPE tokens each (CoOp's generalising setting).
+        layers: ViT blocks whose patch tokens are aligned (negative = from the end); the last
+            three blocks, whose tokens survive CLIP's ``ln_post`` + ``proj`` best.
+        sinkhorn_eps / sinkhorn_iters / sinkhorn_tol: OTSeg's 0.05 / 100 / 1e-6.
+        seen_classes: classes seen in training; they get ``-seen_shift`` at inference.
+        seen_shift: OTSeg/ZegCLIP's inductive 0.1 calibration.
+        short_side / crop_size / stride: test-time resize and sliding window (512 / 512 / 426).
+    """
+
+    clip: ClipSpec = field(default_factory=ClipSpec)
+    family: str = "zegot"
+    num_prompts: int = 4
+    num_context_tokens: int = 4
+    layers: tuple[int, ...] = (-3, -2, -1)
+    sinkhorn_eps: float = DEFAULT_EPS
+    sinkhorn_iters: int = DEFAULT_MAX_ITER
+    sinkhorn_tol: float = DEFAULT_TOL
+    seen_classes: tuple[str, ...] = ()
+    seen_shift: float = 0.1
+    short_side: int = 512
+    crop_size: int = 512
+    stride: int = 426
+
+    def __post_init__(self) -> None:
+        if self.family != "zegot":
+            raise ValueError(f"ZegOTConfig.family must be 'zegot', got '{self.family}'")
+        if self.num_prompts < 1 or self.num_context_tokens < 1 or not self.layers:
+            raise ValueError("ZegOT needs >= 1 prompt, >= 1 context token and >= 1 aligned layer")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ZegOTConfig:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: newer format version or unknown fields.
+        """
+        data = dict(data)
+        version = data.pop("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint format {version} is newer than this code ({FORMAT_VERSION}); upgrade."
+            )
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown ZegOT config fields {sorted(unknown)}")
+        data["clip"] = ClipSpec(**data.get("clip", {}))
+        for key in ("layers", "seen_classes"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
