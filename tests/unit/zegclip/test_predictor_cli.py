@@ -1,0 +1,137 @@
+"""SegPredictor semantics (min_score, synonyms, background, label dtype) and the CLI on real photos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import zegclip
+from zegclip.cli import main as cli_main
+from zegclip.predictor import BACKGROUND, SegPredictor, ignore_index_for
+
+
+class FixedScorer:
+    """A DenseScorer whose crop scores are given per row: isolates the predictor's logic."""
+
+    def __init__(self, row_scores: list[np.ndarray]):
+        self.rows = torch.tensor(np.stack(row_scores), dtype=torch.float32)  # (S, H, W)
+
+    def preprocess(self, image):
+        return torch.zeros(1, 3, *image.shape[:2])
+
+    def windows(self, height, width):
+        return [(0, height, 0, width)]
+
+    def crop_scores(self, crops, text_emb, seen):
+        return self.rows[None].expand(crops.shape[0], -1, -1, -1)
+
+
+def _ramp(h=4, w=5):
+    return np.linspace(0, 1, h * w, dtype=np.float32).reshape(h, w)
+
+
+def test_min_score_maps_low_confidence_pixels_to_255():
+    ramp = _ramp()
+    scorer = FixedScorer([ramp, np.full_like(ramp, 0.3)])
+    pred = SegPredictor(scorer, np.zeros((2, 4)), np.array([0, 1]), 2, min_score=0.4)
+    out = pred.predict([np.zeros((4, 5, 3), np.uint8)])[0]
+    expected = np.where(ramp > 0.3, 0, 1).astype(np.uint8)
+    expected[np.maximum(ramp, 0.3) < 0.4] = 255
+    assert np.array_equal(out.label_map, expected)
+    assert out.class_counts.tolist() == [int((expected == 0).sum()), int((expected == 1).sum())]
+    assert out.class_counts.sum() == (out.label_map != 255).sum()
+
+
+def test_synonyms_take_the_max_and_background_rows_unlabel():
+    a, b = _ramp(), 1 - _ramp()
+    scorer = FixedScorer([a * 0.5, b, np.full_like(a, 0.45), a])  # class0 has rows 0 and 3
+    index = np.array([0, 1, BACKGROUND, 0])
+    out = SegPredictor(scorer, np.zeros((4, 4)), index, 2).predict([np.zeros((4, 5, 3), np.uint8)])
+    best = np.stack([np.maximum(a * 0.5, a), b, np.full_like(a, 0.45)]).argmax(0)
+    expected = np.where(best == 2, 255, best).astype(np.uint8)
+    assert np.array_equal(out[0].label_map, expected)
+    assert np.allclose(out[0].confidence, np.maximum(np.maximum(a, b), 0.45))
+
+
+def test_more_than_255_classes_use_uint16_with_65535_unlabelled():
+    assert ignore_index_for(255) == 255 and ignore_index_for(256) == 65535
+    rows = [np.full((4, 5), 0.1, np.float32)] * 299 + [_ramp()]
+    out = SegPredictor(FixedScorer(rows), np.zeros((300, 4)), np.arange(300), 300, min_score=0.5)
+    pred = out.predict([np.zeros((4, 5, 3), np.uint8)])[0]
+    assert pred.label_map.dtype == np.uint16
+    assert set(np.unique(pred.label_map)) == {299, 65535}
+
+
+def test_zegclip_min_score_default_and_override(tiny_checkpoint):
+    vocab = zegclip.Vocabulary.from_names(["car", ("road", "street"), "sky"])
+    spec = zegclip.LabelerSpec(checkpoint=str(tiny_checkpoint))
+    emb = zegclip.encode_vocabulary_for(spec, vocab)
+    assert emb.shape == (4, 64)
+    image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    default = zegclip.build_predictor(spec, vocab, emb)
+    assert default.min_score == 0.5
+    strict = zegclip.build_predictor(zegclip.LabelerSpec(checkpoint=str(tiny_checkpoint),
+                                                         min_score=1.0), vocab, emb)
+    assert (strict.predict([image])[0].label_map == 255).all()
+
+
+def _real_photos(shared_data, n=2):
+    voc = sorted((shared_data / "voc2012-val-sample" / "images").glob("*.png"))[:n]
+    camvid = sorted((shared_data / "camvid" / "val").glob("*.jpg"))[:n]
+    return voc + camvid
+
+
+def test_real_photos_through_the_predictor(tiny_checkpoint, shared_data):
+    vocab = zegclip.Vocabulary.from_names(["car", "road", "sky", "person", "building"])
+    spec = zegclip.LabelerSpec(checkpoint=str(tiny_checkpoint), min_score=0.0)
+    predictor = zegclip.build_predictor(spec, vocab, zegclip.encode_vocabulary_for(spec, vocab))
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in _real_photos(shared_data)]
+    for image, pred in zip(photos, predictor.predict(photos), strict=True):
+        assert pred.label_map.shape == image.shape[:2] and pred.label_map.dtype == np.uint8
+        assert pred.label_map.max() < 5
+        assert pred.class_counts.sum() == image.shape[0] * image.shape[1]
+        assert ((pred.confidence >= 0) & (pred.confidence <= 1)).all()
+
+
+def test_cli_segment_writes_index_overlay_and_stats(tiny_checkpoint, shared_data, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("# street\ncar, automobile\nroad\nsky\n")
+    photos = _real_photos(shared_data, n=1)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    code = cli_main(["segment", *map(str, photos), str(bad), "--vocab", str(vocab), "--out",
+                     str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint),
+                     "--min-score", "0.45"])
+    assert code == 1  # one input failed, the others were written
+    for photo in photos:
+        size = Image.open(photo).size
+        index = Image.open(tmp_path / "out" / f"{photo.stem}.png")
+        overlay = Image.open(tmp_path / "out" / f"{photo.stem}_overlay.png")
+        stats = json.loads((tmp_path / "out" / f"{photo.stem}.json").read_text())
+        labels = np.asarray(index)
+        assert index.size == size and overlay.size == size and overlay.mode == "RGB"
+        assert set(np.unique(labels)) <= {0, 1, 2, 255}
+        counted = sum(c["pixels"] for c in stats["classes"])
+        assert counted + stats["unlabelled_pixels"] == labels.size
+        assert stats["unlabelled_pixels"] == int((labels == 255).sum())
+        assert {c["name"] for c in stats["classes"]} <= {"car", "road", "sky"}
+
+
+def test_cli_reports_configuration_errors_with_exit_2(tmp_path, capsys):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("car\ncar\n")
+    code = cli_main(["segment", "x.jpg", "--vocab", str(vocab), "--out", str(tmp_path),
+                     "--checkpoint", str(tmp_path / "missing.safetensors")])
+    assert code == 2 and "already appears on line 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint", "--clip-weights"])
+def test_missing_weights_fail_before_work_naming_the_flag(tmp_path, flag):
+    kwargs = {"checkpoint": None, "clip_weights": None}
+    kwargs[flag.lstrip("-").replace("-", "_")] = str(tmp_path / "nope.bin")
+    with pytest.raises(FileNotFoundError, match=flag):
+        zegclip.check_spec(zegclip.LabelerSpec(**kwargs))
