@@ -86,7 +86,7 @@ def _load_pretrained(spec: ClipSpec) -> CLIP:
     if not is_tag:
         from .weights import fetch_cached
 
-        source = str(fetch_cached(source))
+        source = str(fetch_cached(source, flag="--clip-weights"))
     kwargs: dict[str, Any] = {"force_image_size": spec.image_size}
     if uses_quick_gelu(spec):
         kwargs["force_quick_gelu"] = True

@@ -20,6 +20,7 @@ from .registry import load_model, local_path
 from .templates import resolve_templates
 from .text import flat_names, synonym_index
 from .vocab import Vocabulary
+from .weights import redact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,18 @@ class LabelerSpec:
 
     @property
     def clip_spec(self) -> ClipSpec:
-        """The CLIP of training-free mode."""
-        return ClipSpec(model=self.clip_model, pretrained=self.clip_weights or self.clip_pretrained)
+        """The CLIP of training-free mode.
+
+        A ``clip_weights`` file keeps the activation of the ``clip_pretrained`` tag it stands in
+        for (QuickGELU for ``openai``), which open_clip cannot tell from a bare file.
+        """
+        spec = ClipSpec(model=self.clip_model, pretrained=self.clip_pretrained)
+        if not self.clip_weights:
+            return spec
+        from .clip import uses_quick_gelu
+
+        return ClipSpec(model=self.clip_model, pretrained=self.clip_weights,
+                        quick_gelu=uses_quick_gelu(spec))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -135,12 +146,5 @@ def build_predictor(spec: LabelerSpec, vocab: Vocabulary, text_emb: np.ndarray) 
 
 def describe(spec: LabelerSpec) -> dict[str, Any]:
     """JSON-ready model description for run metadata; URIs lose any userinfo and query string."""
-    return {k: _redact(v) for k, v in dataclasses.asdict(spec).items()}
-
-
-def _redact(value: Any) -> Any:
-    if not isinstance(value, str) or "://" not in value:
-        return value
-    scheme, rest = value.split("://", 1)
-    host_path = rest.split("@", 1)[-1].split("?", 1)[0].split("#", 1)[0]
-    return f"{scheme}://{host_path}"
+    return {k: redact_uri(v) if isinstance(v, str) else v
+            for k, v in dataclasses.asdict(spec).items()}

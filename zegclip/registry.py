@@ -33,7 +33,7 @@ def local_path(path_or_uri: str | Path, *, flag: str = "--checkpoint") -> Path:
     if "://" in text:
         from .weights import fetch_cached
 
-        return Path(fetch_cached(text))
+        return Path(fetch_cached(text, flag=flag))
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{flag} {text}: no such file")
