@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .config import ClipSpec
+from .embedding_cache import cached_embeddings, embedding_key, file_identity
 from .predictor import SegPredictor
 from .registry import load_model, local_path
 from .templates import resolve_templates
@@ -117,18 +118,38 @@ def vocabulary_rows(spec: LabelerSpec, vocab: Vocabulary) -> tuple[list[str], np
     return names, index.astype(np.int64)
 
 
-def encode_vocabulary_for(spec: LabelerSpec, vocab: Vocabulary) -> np.ndarray:
+def model_identity(spec: LabelerSpec) -> dict[str, Any]:
+    """What determines the text embeddings: the spec plus the identity of local weight files."""
+    fields = ("checkpoint", "clip_model", "clip_pretrained", "clip_weights", "method")
+    identity: dict[str, Any] = {k: v for k, v in describe(spec).items() if k in fields}
+    for flag, value in (("--checkpoint", spec.checkpoint), ("--clip-weights", spec.clip_weights)):
+        if value:
+            identity[flag] = file_identity(local_path(value, flag=flag))
+    return identity
+
+
+def encode_vocabulary_for(spec: LabelerSpec, vocab: Vocabulary, *,
+                          use_cache: bool = True) -> np.ndarray:
     """(S, ...) float32 embeddings of every synonym and background word; once per run.
 
     Shape (S, D) for ZegCLIP and training-free mode; families with several prompts per class
     (ZegOT) add axes after S. The predictor passes them through unchanged.
     """
-    model = build_model(spec, with_text=True).to(resolve_device(spec.device))
     names, _ = vocabulary_rows(spec, vocab)
-    templates = resolve_templates(spec.templates) if spec.templates else model.default_templates
-    emb = model.encode_vocabulary(names, templates=templates)
-    logger.info("encoded %d vocabulary rows x %d templates", len(names), len(templates))
-    return emb.cpu().numpy().astype(np.float32)
+    templates = resolve_templates(spec.templates) if spec.templates else None
+
+    def compute() -> np.ndarray:
+        model = build_model(spec, with_text=True).to(resolve_device(spec.device))
+        chosen = templates or model.default_templates
+        with torch.inference_mode():
+            emb = model.encode_vocabulary(names, templates=chosen)
+        logger.info("encoded %d vocabulary rows x %d templates", len(names), len(chosen))
+        return emb.cpu().numpy().astype(np.float32)
+
+    if not use_cache:
+        return compute()
+    key = embedding_key(model_identity(spec), names, templates or ())
+    return cached_embeddings(key, compute)
 
 
 def build_predictor(spec: LabelerSpec, vocab: Vocabulary, text_emb: np.ndarray) -> SegPredictor:
