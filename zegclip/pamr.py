@@ -69,8 +69,7 @@ class PAMR(nn.Module):
         """
         image = image.float()
         if masks.shape[-2:] != image.shape[-2:]:
-            masks = F.interpolate(masks, size=image.shape[-2:], mode="bilinear",
-                                  align_corners=True)
+            masks = F.interpolate(masks, size=image.shape[-2:], mode="bilinear", align_corners=True)
         alpha = self.affinity(image)
         refined = masks.float()
         for _ in range(self.num_iter):

@@ -37,7 +37,7 @@ from .config import ClipSpec
 from .pamr import PAMR
 from .preprocess import resize_short_side, slide_windows
 from .templates import IMAGENET80
-from .text import Tokenizer
+from .text import Tokenizer, encode_names
 from .trainfree_attention import (
     LAST_BLOCKS,
     NACLIP_GAUSSIAN_STD,
@@ -97,9 +97,16 @@ class FrozenClipSegmenter(nn.Module):
 
     default_templates = IMAGENET80
 
-    def __init__(self, visual: VisionTransformer, method: str, recipe: Recipe, *,
-                 pamr: PAMR | None = None, text: nn.Module | None = None,
-                 tokenizer: Tokenizer | None = None):
+    def __init__(
+        self,
+        visual: VisionTransformer,
+        method: str,
+        recipe: Recipe,
+        *,
+        pamr: PAMR | None = None,
+        text: nn.Module | None = None,
+        tokenizer: Tokenizer | None = None,
+    ):
         super().__init__()
         self.visual = visual
         self.method = method
@@ -114,6 +121,19 @@ class FrozenClipSegmenter(nn.Module):
     def seen_mask(self, names: Sequence[str]) -> np.ndarray:
         """(S,) bool, all False: nothing was trained, so no class gets a seen-class shift."""
         return np.zeros(len(names), dtype=bool)
+
+    @torch.no_grad()
+    def encode_vocabulary(
+        self, names: Sequence[str], templates: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """Names to (S, D) float32 L2-normalised embeddings (templates averaged, then renormed).
+
+        Raises:
+            RuntimeError: built without the text tower.
+        """
+        if self.text is None or self.tokenizer is None:
+            raise RuntimeError("this replica has no text tower; pass precomputed embeddings")
+        return encode_names(self.text, self.tokenizer, names, templates or self.default_templates)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HWC uint8 RGB -> (1, 3, H', W') float32: short side resized (cv2 bilinear, mmcv
@@ -132,8 +152,9 @@ class FrozenClipSegmenter(nn.Module):
         """mmseg-style sliding windows (y1, y2, x1, x2) of ``recipe.crop`` / ``recipe.stride``."""
         return slide_windows(height, width, self.recipe.crop, self.recipe.stride)
 
-    def crop_scores(self, crops: torch.Tensor, text_emb: torch.Tensor,
-                    seen: torch.Tensor | None = None) -> torch.Tensor:
+    def crop_scores(
+        self, crops: torch.Tensor, text_emb: torch.Tensor, seen: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Per-pixel softmax over vocabulary rows for each crop.
 
         Args:
@@ -206,8 +227,9 @@ def _positional(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return torch.cat([pos[:1], table.flatten(2).transpose(1, 2)[0].to(pos.dtype)])
 
 
-def build_frozen_clip(spec: ClipSpec, *, method: str = "naclip", with_text: bool = True,
-                      pamr: bool | None = None) -> FrozenClipSegmenter:
+def build_frozen_clip(
+    spec: ClipSpec, *, method: str = "naclip", with_text: bool = True, pamr: bool | None = None
+) -> FrozenClipSegmenter:
     """Build a training-free segmenter in eval mode, every parameter frozen.
 
     Args:
@@ -222,8 +244,9 @@ def build_frozen_clip(spec: ClipSpec, *, method: str = "naclip", with_text: bool
         WeightsError: CLIP weights requested but unavailable (names ``--clip-weights``).
     """
     if method not in RECIPES:
-        raise ValueError(f"unknown training-free method {method!r}; choose one of "
-                         f"{', '.join(sorted(RECIPES))}")
+        raise ValueError(
+            f"unknown training-free method {method!r}; choose one of {', '.join(sorted(RECIPES))}"
+        )
     recipe = RECIPES[method]
     assert set(RECIPES) == set(LAST_BLOCKS)
     spec = dataclasses.replace(spec, image_size=recipe.crop)
@@ -232,11 +255,20 @@ def build_frozen_clip(spec: ClipSpec, *, method: str = "naclip", with_text: bool
     clip.visual = nn.Identity()  # the text tower stays; the ViT moves into the segmenter
     use_pamr = recipe.use_pamr if pamr is None else pamr
     model = FrozenClipSegmenter(
-        visual, method, recipe,
+        visual,
+        method,
+        recipe,
         pamr=PAMR() if use_pamr else None,
         text=clip if with_text else None,
         tokenizer=tokenizer_for(spec) if with_text else None,
     )
-    logger.info("training-free %s on %s (crop %d, stride %d, short side %d, PAMR %s)", method,
-                spec.model, recipe.crop, recipe.stride, recipe.short_side, use_pamr)
+    logger.info(
+        "training-free %s on %s (crop %d, stride %d, short side %d, PAMR %s)",
+        method,
+        spec.model,
+        recipe.crop,
+        recipe.stride,
+        recipe.short_side,
+        use_pamr,
+    )
     return model.eval()

@@ -69,8 +69,9 @@ def neighbourhood_bias(grid: tuple[int, int], std: float = NACLIP_GAUSSIAN_STD) 
     return F.pad(gauss, (1, 0, 1, 0))  # zero CLS row and column
 
 
-def attention_weights(kind: str, q: torch.Tensor, k: torch.Tensor,
-                      bias: torch.Tensor | None = None) -> torch.Tensor:
+def attention_weights(
+    kind: str, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, H, L, L) attention of a modified last block (``self`` is handled by the caller).
 
     Args:
@@ -92,8 +93,9 @@ def attention_weights(kind: str, q: torch.Tensor, k: torch.Tensor,
     raise ValueError(f"unknown attention kind {kind!r}")
 
 
-def forward_last_block(block: ResidualAttentionBlock, x: torch.Tensor, method: str, *,
-                       bias: torch.Tensor | None = None) -> torch.Tensor:
+def forward_last_block(
+    block: ResidualAttentionBlock, x: torch.Tensor, method: str, *, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """Run a modified last block.
 
     Args:
