@@ -119,11 +119,16 @@ class ZegCLIP(nn.Module):
             (B, C, h, w) float32.
         """
         logits = self.mask_logits(crop, text_emb).float()
-        scores = F.interpolate(logits, size=crop.shape[-2:], mode="bilinear", align_corners=False)
-        scores = scores.sigmoid()
+        # Official order: upsample to the fixed training size, sigmoid and shift there, then
+        # resize to the crop (a no-op for the 512 crops official preprocessing produces).
+        size = (self.config.crop_size, self.config.crop_size)
+        scores = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).sigmoid()
         if seen is not None and bool(seen.any()):
             shift = seen.to(scores.device, scores.dtype).view(1, -1, 1, 1) * self.config.seen_shift
             scores = scores - shift
+        if scores.shape[-2:] != crop.shape[-2:]:
+            scores = F.interpolate(scores, size=crop.shape[-2:], mode="bilinear",
+                                   align_corners=False)
         return scores
 
     def slide_scores(self, images: torch.Tensor, text_emb: torch.Tensor, *,

@@ -140,3 +140,15 @@ def test_predictor_matches_slide_scores_resized(tiny_model):
     assert pred[1].label_map.shape == (200, 333)
     for p in pred:
         assert p.class_counts.sum() == p.label_map.size
+
+
+def test_small_crops_follow_the_official_upsample_then_resize_order(tiny_model):
+    emb = tiny_model.encode_vocabulary(["car", "sky"])
+    crop = torch.randn(1, 3, 480, 480)
+    with torch.no_grad():
+        logits = tiny_model.mask_logits(crop, emb)
+        ours = tiny_model.crop_scores(crop, emb, torch.tensor([True, False]))
+    up = torch.nn.functional.interpolate(logits, size=(512, 512), mode="bilinear").sigmoid()
+    up = up - 0.1 * torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    expected = torch.nn.functional.interpolate(up, size=(480, 480), mode="bilinear")
+    assert torch.allclose(ours, expected, atol=1e-6)
