@@ -75,7 +75,7 @@ def prompt_transport_score(
     max_iter: int = DEFAULT_MAX_ITER,
     tol: float = DEFAULT_TOL,
 ) -> torch.Tensor:
-    """OT-refined pixel scores from pixel-prompt cosine similarities (OTSeg's Multi-Prompts Sinkhorn).
+    """OT-refined pixel scores from pixel-prompt cosines (OTSeg's Multi-Prompts Sinkhorn).
 
     For each leading index (image x class) the M pixels are transported to the N prompts with
     cost ``1 - sim`` and uniform marginals; the score of pixel m is

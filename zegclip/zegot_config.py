@@ -1,4 +1,4 @@
-"""ZegOT configuration: a frozen dataclass serialised into checkpoints like :class:`ZegCLIPConfig`."""
+"""ZegOT configuration: a frozen dataclass stored in checkpoints like :class:`ZegCLIPConfig`."""
 
 from __future__ import annotations
 
