@@ -40,8 +40,9 @@ class AugmentConfig:
     use_photometric: bool = True
 
 
-def random_rescale(image: np.ndarray, label: np.ndarray, cfg: AugmentConfig,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_rescale(
+    image: np.ndarray, label: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """mmseg ``Resize(img_scale, ratio_range, keep_ratio=True)``: bilinear image, nearest label."""
     ratio = rng.uniform(*cfg.ratio_range)
     long_side, short_side = cfg.scale[0] * ratio, cfg.scale[1] * ratio
@@ -59,8 +60,9 @@ def _crop_box(shape: tuple[int, int], crop: int, rng: np.random.Generator) -> tu
     return y0, x0
 
 
-def random_crop(image: np.ndarray, label: np.ndarray, cfg: AugmentConfig,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_crop(
+    image: np.ndarray, label: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """mmseg ``RandomCrop`` with ``cat_max_ratio``: up to 10 draws while one class dominates.
 
     A draw is accepted when the crop holds more than one non-ignore class and the largest covers
@@ -106,8 +108,9 @@ def photometric_distortion(image: np.ndarray, rng: np.random.Generator) -> np.nd
     return image
 
 
-def normalize_and_pad(image: np.ndarray, label: np.ndarray,
-                      crop: int) -> tuple[np.ndarray, np.ndarray]:
+def normalize_and_pad(
+    image: np.ndarray, label: np.ndarray, crop: int
+) -> tuple[np.ndarray, np.ndarray]:
     """ImageNet-normalise to CHW float32, then pad bottom/right to ``crop`` (0 / 255)."""
     mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
     std = np.asarray(IMAGENET_STD, dtype=np.float32)
@@ -120,8 +123,9 @@ def normalize_and_pad(image: np.ndarray, label: np.ndarray,
     return out_img, out_lab
 
 
-def augment(image: np.ndarray, label: np.ndarray, cfg: AugmentConfig,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    image: np.ndarray, label: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """The full training transform.
 
     Args:

@@ -25,8 +25,9 @@ FOCAL_WEIGHT = 100.0  # the authors use 100 (issue #7), not the 20 of the first 
 DICE_WEIGHT = 1.0
 
 
-def one_hot_targets(labels: torch.Tensor, num_classes: int,
-                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def one_hot_targets(
+    labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
     """Per-class binary targets; ignore pixels are all-zero.
 
     Args:
@@ -58,8 +59,14 @@ def count_masks(targets: torch.Tensor) -> torch.Tensor:
     return num.clamp(min=1.0)
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: torch.Tensor | float,
-                       *, alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    num_masks: torch.Tensor | float,
+    *,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
     """RetinaNet focal loss, mean over pixels, sum over (image, class), divided by ``num_masks``.
 
     Args:
@@ -76,8 +83,9 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: t
     return loss.mean(-1).sum() / num_masks
 
 
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor,
-              num_masks: torch.Tensor | float) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor, targets: torch.Tensor, num_masks: torch.Tensor | float
+) -> torch.Tensor:
     """``1 - (2 p.t + 1) / (sum p + sum t + 1)`` over (image, class) pairs present in ``targets``.
 
     Args:
@@ -93,9 +101,14 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor,
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
 
 
-def seg_loss(logits: torch.Tensor, labels: torch.Tensor, *, focal_weight: float = FOCAL_WEIGHT,
-             dice_weight: float = DICE_WEIGHT,
-             ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, dict[str, float]]:
+def seg_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    focal_weight: float = FOCAL_WEIGHT,
+    dice_weight: float = DICE_WEIGHT,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """ZegCLIP's weighted focal + dice loss.
 
     Args:
@@ -107,13 +120,17 @@ def seg_loss(logits: torch.Tensor, labels: torch.Tensor, *, focal_weight: float 
         the scalar loss (float32) and its parts as floats (``focal``, ``dice``, ``num_masks``).
     """
     if logits.shape[-2:] != labels.shape[-2:]:
-        logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear",
-                               align_corners=False)
+        logits = F.interpolate(
+            logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False
+        )
     targets = one_hot_targets(labels, logits.shape[1], ignore_index)
     num_masks = count_masks(targets)
     focal = sigmoid_focal_loss(logits, targets, num_masks)
     dice = dice_loss(logits, targets, num_masks)
     total = focal_weight * focal + dice_weight * dice
-    parts = {"focal": float(focal.detach()), "dice": float(dice.detach()),
-             "num_masks": float(num_masks)}
+    parts = {
+        "focal": float(focal.detach()),
+        "dice": float(dice.detach()),
+        "num_masks": float(num_masks),
+    }
     return total, parts

@@ -19,8 +19,9 @@ import numpy as np
 IGNORE_INDEX = 255
 
 
-def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int, *,
-                     ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+def confusion_matrix(
+    gt: np.ndarray, pred: np.ndarray, num_classes: int, *, ignore_index: int = IGNORE_INDEX
+) -> np.ndarray:
     """Pixel counts per (ground truth, prediction).
 
     Args:
@@ -68,15 +69,19 @@ class SegMetrics:
 
     def as_dict(self, names: list[str]) -> dict:
         """JSON-ready dict (NaN -> None), percentages like mmseg's tables."""
+
         def pct(x: float) -> float | None:
             return None if np.isnan(x) else round(100 * float(x), 2)
 
         return {
-            "pixel_acc": pct(self.pixel_acc), "miou": pct(self.miou),
-            "miou_seen": pct(self.miou_seen), "miou_unseen": pct(self.miou_unseen),
+            "pixel_acc": pct(self.pixel_acc),
+            "miou": pct(self.miou),
+            "miou_seen": pct(self.miou_seen),
+            "miou_unseen": pct(self.miou_unseen),
             "hiou": pct(self.hiou),
-            "per_class": {n: {"iou": pct(i), "acc": pct(a)}
-                          for n, i, a in zip(names, self.iou, self.acc)},
+            "per_class": {
+                n: {"iou": pct(i), "acc": pct(a)} for n, i, a in zip(names, self.iou, self.acc)
+            },
         }
 
 
@@ -100,8 +105,15 @@ def compute_metrics(conf: np.ndarray, seen: np.ndarray | None = None) -> SegMetr
     seen = np.ones(c, dtype=bool) if seen is None else np.asarray(seen, dtype=bool)
     miou_seen, miou_unseen = _nanmean(iou[seen]), _nanmean(iou[~seen])
     hiou = harmonic_mean(miou_seen, miou_unseen)
-    return SegMetrics(iou, acc, float(tp.sum() / total) if total else float("nan"),
-                      _nanmean(iou), miou_seen, miou_unseen, hiou)
+    return SegMetrics(
+        iou,
+        acc,
+        float(tp.sum() / total) if total else float("nan"),
+        _nanmean(iou),
+        miou_seen,
+        miou_unseen,
+        hiou,
+    )
 
 
 def harmonic_mean(a: float, b: float) -> float:
@@ -117,8 +129,10 @@ def format_table(metrics: SegMetrics, names: list[str], seen: np.ndarray | None 
     width = max(12, *(len(n) for n in names))
     lines = [f"{'class':<{width}}  split    IoU    Acc"]
     for name, is_seen, iou, acc in zip(names, seen, metrics.iou, metrics.acc):
-        lines.append(f"{name:<{width}}  {'seen  ' if is_seen else 'unseen'}"
-                     f" {100 * iou:6.2f} {100 * acc:6.2f}")
+        lines.append(
+            f"{name:<{width}}  {'seen  ' if is_seen else 'unseen'}"
+            f" {100 * iou:6.2f} {100 * acc:6.2f}"
+        )
     lines.append(
         f"pAcc {100 * metrics.pixel_acc:.2f}  mIoU {100 * metrics.miou:.2f}  "
         f"mIoU(S) {100 * metrics.miou_seen:.2f}  mIoU(U) {100 * metrics.miou_unseen:.2f}  "

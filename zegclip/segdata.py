@@ -15,7 +15,6 @@ and skipped: :class:`PairError` is raised per item and the caller moves on.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -71,7 +70,9 @@ def folder_pairs(images: str, masks: str) -> list[SegPair]:
     missing = sorted(set(image_files) - set(mask_files))
     if missing:
         logger.warning("%d images have no mask (e.g. %s); skipped", len(missing), missing[:3])
-    pairs = [SegPair(s, image_files[s], mask_files[s]) for s in sorted(image_files) if s in mask_files]
+    pairs = [
+        SegPair(s, image_files[s], mask_files[s]) for s in sorted(image_files) if s in mask_files
+    ]
     if not pairs:
         raise FileNotFoundError(f"no image/mask pairs with matching stems in {images} and {masks}")
     return pairs
@@ -83,8 +84,13 @@ def _cell_bytes(value) -> bytes | None:
     return value
 
 
-def parquet_pairs(uri: str, *, image_column: str = "image", mask_column: str = "mask",
-                  name_column: str | None = None) -> list[SegPair]:
+def parquet_pairs(
+    uri: str,
+    *,
+    image_column: str = "image",
+    mask_column: str = "mask",
+    name_column: str | None = None,
+) -> list[SegPair]:
     """Pairs from Parquet rows (one file or every ``*.parquet`` under a folder).
 
     Raises:
@@ -93,7 +99,7 @@ def parquet_pairs(uri: str, *, image_column: str = "image", mask_column: str = "
     import pyarrow.parquet as pq  # only this source needs pyarrow
 
     fs, path = fsspec.core.url_to_fs(uri)
-    files = [path] if fs.isfile(path) else sorted(fs.glob(f"{path.rstrip('/')}/**.parquet"))
+    files = [path] if fs.isfile(path) else sorted(fs.glob(f"{path.rstrip('/')}/**/*.parquet"))
     if not files:
         raise FileNotFoundError(f"no Parquet files at {uri}")
     pairs = []
@@ -106,7 +112,9 @@ def parquet_pairs(uri: str, *, image_column: str = "image", mask_column: str = "
         rows = table.to_pylist()
         for i, row in enumerate(rows):
             name = str(row[name_column]) if name_column else f"{_stem(file)}-{i:06d}"
-            pairs.append(SegPair(name, _cell_bytes(row[image_column]), _cell_bytes(row[mask_column])))
+            pairs.append(
+                SegPair(name, _cell_bytes(row[image_column]), _cell_bytes(row[mask_column]))
+            )
     return pairs
 
 
@@ -139,7 +147,9 @@ def decode_mask(data: bytes) -> np.ndarray:
     return mask
 
 
-def map_labels(mask: np.ndarray, num_classes: int, *, reduce_zero_label: bool = False) -> np.ndarray:
+def map_labels(
+    mask: np.ndarray, num_classes: int, *, reduce_zero_label: bool = False
+) -> np.ndarray:
     """Raw mask ids -> (H, W) uint8 ids in [0, num_classes) or 255."""
     ids = mask.astype(np.int64)
     if reduce_zero_label:
@@ -148,8 +158,9 @@ def map_labels(mask: np.ndarray, num_classes: int, *, reduce_zero_label: bool = 
     return ids.astype(np.uint8)
 
 
-def load_pair(pair: SegPair, num_classes: int, *,
-              reduce_zero_label: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(
+    pair: SegPair, num_classes: int, *, reduce_zero_label: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Read and decode one pair.
 
     Returns:
@@ -208,4 +219,4 @@ def encode_png(array: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", array)
     if not ok:
         raise ValueError("PNG encoding failed")
-    return io.BytesIO(buf.tobytes()).getvalue()
+    return buf.tobytes()

@@ -59,3 +59,21 @@ def synonym_index(vocab: Vocabulary) -> np.ndarray:
 def flat_names(vocab: Vocabulary) -> list[str]:
     """All S synonyms, class by class."""
     return [name for entry in vocab.synonyms for name in entry]
+
+
+def load_text_embeddings(path: str, num_classes: int) -> torch.Tensor:
+    """Precomputed class embeddings from a ``.npy`` file, as the official configs'
+    ``load_text_embedding`` (e.g. ``voc12_single.npy``, float16 (20, 512)).
+
+    Returns:
+        (C, D) float32, rows L2-normalised.
+
+    Raises:
+        ValueError: not a 2-D array with one row per class.
+    """
+    array = np.load(path, allow_pickle=False)
+    if array.ndim != 2 or array.shape[0] != num_classes:
+        raise ValueError(
+            f"{path}: expected ({num_classes}, D) class embeddings, got shape {array.shape}"
+        )
+    return F.normalize(torch.from_numpy(array.astype(np.float32)), dim=-1)

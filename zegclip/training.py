@@ -71,23 +71,33 @@ class TrainConfig:
 
 # ----------------------------------------------------------------------------- optimiser
 
+LR_MULT_PREFIXES = ("backbone.", "head.", "prompts.", "align.")
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """AdamW groups: (lr_mult, decay) per trainable parameter.
 
-    ``backbone.*`` and ``head.*`` parameters train at ``lr * lr_mult``; anything else trainable at
+    ZegCLIP's ``backbone.*`` (prompts) and ``head.*`` and ZegOT's ``prompts.*`` and ``align.*``
+    train at ``lr * lr_mult`` (the official backbone/head multiplier); anything else trainable at
     ``lr``. Parameters of LayerNorm modules have weight decay 0.
     """
-    norm_params = {id(p) for m in model.modules() if isinstance(m, nn.LayerNorm)
-                   for p in m.parameters(recurse=False)}
+    norm_params = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, nn.LayerNorm)
+        for p in m.parameters(recurse=False)
+    }
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        mult = cfg.lr_mult if name.startswith(("backbone.", "head.")) else 1.0
+        mult = cfg.lr_mult if name.startswith(LR_MULT_PREFIXES) else 1.0
         decay = 0.0 if id(p) in norm_params else cfg.weight_decay
         groups.setdefault((mult, decay), []).append(p)
-    return [{"params": ps, "lr_mult": m, "weight_decay": d, "lr": cfg.lr * m}
-            for (m, d), ps in sorted(groups.items())]
+    return [
+        {"params": ps, "lr_mult": m, "weight_decay": d, "lr": cfg.lr * m}
+        for (m, d), ps in sorted(groups.items())
+    ]
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -122,14 +132,16 @@ def set_lr(optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> flo
 
 # ----------------------------------------------------------------------------- data order
 
+
 class SampleStream:
     """Endless per-rank sample order: epoch-wise permutations, split round-robin across ranks.
 
     ``position`` counts draws (skipped bad pairs included) and is all a resume needs.
     """
 
-    def __init__(self, num_items: int, *, seed: int, rank: int = 0, world_size: int = 1,
-                 position: int = 0):
+    def __init__(
+        self, num_items: int, *, seed: int, rank: int = 0, world_size: int = 1, position: int = 0
+    ):
         self.num_items = num_items
         self.seed, self.rank, self.world_size = seed, rank, world_size
         if num_items < world_size:
@@ -146,16 +158,22 @@ class SampleStream:
         return index, self.position - 1
 
 
-def _sample(source: PairSource, aug: AugmentConfig, index: int, seed: int, rank: int,
-            position: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _sample(
+    source: PairSource, aug: AugmentConfig, index: int, seed: int, rank: int, position: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     pair = source.load(index)
     if pair is None:
         return None
     return augment(*pair, aug, np.random.default_rng([seed, rank, position]))
 
 
-def next_batch(source: PairSource, stream: SampleStream, aug: AugmentConfig, batch_size: int,
-               pool: ThreadPoolExecutor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def next_batch(
+    source: PairSource,
+    stream: SampleStream,
+    aug: AugmentConfig,
+    batch_size: int,
+    pool: ThreadPoolExecutor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load and augment the next ``batch_size`` usable samples (bad pairs are skipped).
 
     Returns:
@@ -178,6 +196,7 @@ def next_batch(source: PairSource, stream: SampleStream, aug: AugmentConfig, bat
 
 
 # ----------------------------------------------------------------------------- targets
+
 
 def inductive_targets(labels: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
     """Full-vocabulary ids -> seen-query ids; unseen and ignore pixels -> 255.
@@ -216,13 +235,13 @@ def pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, seen: torch.Tensor
 
 # ----------------------------------------------------------------------------- step
 
+
 @dataclass
 class StepBatch:
-    """One step's inputs. text_emb: (C, D) all classes; seen: (C,) bool."""
+    """One step's inputs: images (B, 3, H, W), labels (B, H, W), seen (C,) bool."""
 
     images: torch.Tensor
     labels: torch.Tensor
-    text_emb: torch.Tensor
     seen: torch.Tensor
 
 
@@ -233,14 +252,18 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, enabled=False)
 
 
-def train_step(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-               optimizer: torch.optim.Optimizer, batch: StepBatch, step: int,
-               cfg: TrainConfig) -> dict[str, float]:
+def train_step(
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    batch: StepBatch,
+    step: int,
+    cfg: TrainConfig,
+) -> dict[str, float]:
     """One optimisation step (lr set for ``step``, forward, loss, backward, AdamW).
 
     Args:
-        forward: ``mask_logits``-like callable (possibly DDP-wrapped): (B,3,H,W), (N,D) ->
-            (B, N, h, w).
+        forward: :class:`MaskLogits` (possibly DDP-wrapped): images (B,3,H,W) and query class
+            ids (N,) -> (B, N, h, w) logits.
 
     Returns:
         ``loss``, ``focal``, ``dice``, ``num_masks``, ``lr`` and ``transductive`` (0/1).
@@ -248,17 +271,20 @@ def train_step(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     transductive, _, _ = phase_of(step, cfg)
     lr = set_lr(optimizer, step, cfg)
     device = batch.images.device
-    queries = batch.text_emb if transductive else batch.text_emb[batch.seen]
+    all_ids = torch.arange(len(batch.seen), device=batch.seen.device)
+    queries = all_ids if transductive else all_ids[batch.seen]
     with _autocast(device, cfg.precision):
         logits = forward(batch.images, queries)
-    logits = F.interpolate(logits.float(), size=batch.labels.shape[-2:], mode="bilinear",
-                           align_corners=False)
+    logits = F.interpolate(
+        logits.float(), size=batch.labels.shape[-2:], mode="bilinear", align_corners=False
+    )
     if transductive:
         targets = pseudo_labels(logits, batch.labels, batch.seen)
     else:
         targets = inductive_targets(batch.labels, batch.seen)
-    loss, parts = seg_loss(logits, targets, focal_weight=cfg.focal_weight,
-                           dice_weight=cfg.dice_weight)
+    loss, parts = seg_loss(
+        logits, targets, focal_weight=cfg.focal_weight, dice_weight=cfg.dice_weight
+    )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -271,15 +297,32 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 class MaskLogits(nn.Module):
-    """``forward = model.mask_logits`` so DDP can wrap a model whose entry point is not forward."""
+    """``forward(images, class_ids)`` -> mask logits, so DDP can wrap the whole step's graph.
 
-    def __init__(self, model: nn.Module):
+    Models whose class embeddings are learned (ZegOT's prompt contexts, flagged by
+    ``learns_text_prompts``) re-encode the vocabulary inside this forward every step, so their
+    context gradients are synchronised by DDP; others use the fixed ``text_emb``.
+
+    Args:
+        model: ZegCLIP-family model.
+        names: C class names, in label-id order.
+        text_emb: (C, ...) fixed embeddings; None for models that learn their text prompts.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str],
+                 text_emb: torch.Tensor | None = None):
         super().__init__()
         self.model = model
+        self.names = list(names)
+        self.learns_text = bool(getattr(model, "learns_text_prompts", False))
+        if not self.learns_text and text_emb is None:
+            raise ValueError("text_emb is required for models with fixed class embeddings")
+        self.register_buffer("text_emb", text_emb, persistent=False)
 
-    def forward(self, images: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        """Args: images (B, 3, H, W); text_emb (N, D). Returns (B, N, h, w) logits."""
-        return self.model.mask_logits(images, text_emb)
+    def forward(self, images: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
+        """Args: images (B, 3, H, W); class_ids (N,) int64. Returns (B, N, h, w) logits."""
+        emb = self.model.encode_vocabulary(self.names) if self.learns_text else self.text_emb
+        return self.model.mask_logits(images, emb[class_ids.to(emb.device)])
 
 
 def seen_vector(names: Sequence[str], unseen: Sequence[str]) -> torch.Tensor:
@@ -306,22 +349,31 @@ class Trainer:
         model: the model (trainable parameters already ``requires_grad``), on ``device``.
         cfg: optimisation settings.
         source: training pairs. aug: augmentation settings.
-        text_emb: (C, D) all class embeddings. seen: (C,) bool.
+        forward: :class:`MaskLogits` over the model (possibly DDP-wrapped).
+        seen: (C,) bool.
         device: where batches go.
-        forward: callable used for the forward pass (default ``model.mask_logits``).
         rank / world_size: this worker's place in the data split.
         load_threads: threads decoding and augmenting a batch (0 = in the loop).
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, source: PairSource, aug: AugmentConfig,
-                 text_emb: torch.Tensor, seen: torch.Tensor, *, device: torch.device,
-                 forward: Callable | None = None, rank: int = 0, world_size: int = 1,
-                 load_threads: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        source: PairSource,
+        aug: AugmentConfig,
+        forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        seen: torch.Tensor,
+        *,
+        device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+        load_threads: int = 0,
+    ):
         self.model, self.cfg, self.source, self.aug = model, cfg, source, aug
-        self.text_emb = text_emb.to(device)
         self.seen = seen.to(device)
         self.device = device
-        self.forward = forward or model.mask_logits
+        self.forward = forward
         self.rank = rank
         self.optimizer = build_optimizer(model, cfg)
         self.stream = SampleStream(len(source), seed=cfg.seed, rank=rank, world_size=world_size)
@@ -335,9 +387,13 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything besides the weights that a resume needs (plain types and tensors only)."""
-        return {"step": self.step, "position": self.stream.position,
-                "optimizer": self.optimizer.state_dict(), "seed": self.cfg.seed,
-                "world_size": self.stream.world_size}
+        return {
+            "step": self.step,
+            "position": self.stream.position,
+            "optimizer": self.optimizer.state_dict(),
+            "seed": self.cfg.seed,
+            "world_size": self.stream.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` output (same seed and world size required).
@@ -350,8 +406,6 @@ class Trainer:
                 raise ValueError(f"resume with {key}={now} but the run used {state[key]}")
         self.step = int(state["step"])
         self.stream.position = int(state["position"])
-        if self.cfg.self_train_from is not None and self.step > self.cfg.self_train_from:
-            pass  # the saved optimiser state already belongs to the self-training phase
         self.optimizer.load_state_dict(state["optimizer"])
 
     def train_one(self) -> dict[str, float]:
@@ -360,10 +414,14 @@ class Trainer:
             logger.info("step %d: switching to transductive self-training", self.step)
             self.optimizer = build_optimizer(self.model, self.cfg)
         torch.manual_seed(step_seed(self.cfg.seed, self.rank, self.step))
-        images, labels = next_batch(self.source, self.stream, self.aug, self.cfg.batch_size,
-                                    self.pool)
-        batch = StepBatch(images.to(self.device, non_blocking=True),
-                          labels.to(self.device, non_blocking=True), self.text_emb, self.seen)
+        images, labels = next_batch(
+            self.source, self.stream, self.aug, self.cfg.batch_size, self.pool
+        )
+        batch = StepBatch(
+            images.to(self.device, non_blocking=True),
+            labels.to(self.device, non_blocking=True),
+            self.seen,
+        )
         self.model.train()
         out = train_step(self.forward, self.optimizer, batch, self.step, self.cfg)
         out["step"] = float(self.step)

@@ -132,6 +132,7 @@ class ZegOT(nn.Module):
     seen_mask = ZegCLIP.seen_mask
     default_min_score = DEFAULT_MIN_SCORE
     default_templates: tuple[str, ...] = ("{}",)  # learned contexts replace templates
+    learns_text_prompts = True  # training re-encodes the vocabulary every step (MaskLogits)
 
     @property
     def clip_visual(self) -> nn.Module:

@@ -1,0 +1,211 @@
+"""Evaluate a checkpoint, or a labelling run's Parquet output, against ground-truth masks.
+
+Examples::
+
+    python jobs/evaluate.py --checkpoint runs/camvid/model_final.safetensors \\
+        --images camvid/test --masks camvid/testannot --classes camvid/classes.txt \\
+        --unseen car,pedestrian
+    python jobs/evaluate.py --predictions s3://bucket/label-run --data s3://bucket/gt \\
+        --classes classes.txt --unseen car,pedestrian
+
+Metrics (mmseg definitions, see :mod:`zegclip.metrics`): pixel accuracy, mIoU over seen and
+unseen classes, hIoU and a per-class IoU table. Labelling-job rows are matched to ground truth by
+the file stem of their source URI; their class ids are mapped to ours by class name (from the
+Parquet ``labeler`` metadata); unknown names and unlabelled pixels count as misses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path, PurePosixPath
+
+import fsspec
+import numpy as np
+
+if __package__ in (None, ""):  # `python jobs/evaluate.py` from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jobs.train import JobConfig, load_pairs, read_classes, read_unseen  # noqa: E402
+from pipeline import schema  # noqa: E402
+from zegclip.metrics import compute_metrics, confusion_matrix, format_table  # noqa: E402
+from zegclip.segdata import PairError, decode_mask, load_pair  # noqa: E402
+
+logger = logging.getLogger("jobs.evaluate")
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    pairs: list,
+    names: list[str],
+    seen: np.ndarray,
+    *,
+    reduce_zero_label: bool = False,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Confusion matrix of a model's argmax predictions (no score threshold) over ``pairs``."""
+    import zegclip
+
+    model = zegclip.load_model(checkpoint, device=device)
+    emb = model.encode_vocabulary(names)
+    predictor = zegclip.SegPredictor(
+        model, emb, np.arange(len(names)), len(names), seen=seen, min_score=None, device=device
+    )
+    conf = np.zeros((len(names), len(names) + 1), dtype=np.int64)
+    for pair in pairs:
+        try:
+            image, gt = load_pair(pair, len(names), reduce_zero_label=reduce_zero_label)
+        except PairError as e:
+            logger.warning("skipping %s: %s", pair.name, e)
+            continue
+        label_map = predictor.predict([image])[0].label_map
+        conf += confusion_matrix(gt, label_map, len(names))
+    return conf
+
+
+def _prediction_files(root: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
+    fs, path = fsspec.core.url_to_fs(root)
+    files = sorted(
+        f
+        for f in fs.glob(f"{path.rstrip('/')}/**/*.parquet")
+        if not f.endswith("class_stats.parquet")
+    )
+    if not files:
+        raise FileNotFoundError(f"--predictions {root}: no Parquet files")
+    return fs, files
+
+
+def _id_map(table_schema, names: list[str]) -> np.ndarray:
+    """(65536,) prediction id -> our class id (unknown names and unlabelled -> C)."""
+    lut = np.full(65536, len(names), dtype=np.int64)
+    meta = json.loads((table_schema.metadata or {}).get(b"labeler", b"{}"))
+    vocab = meta.get("vocabulary")
+    if vocab is None:
+        logger.warning("predictions carry no vocabulary metadata; assuming our class order")
+        vocab = names
+    ours = {n.casefold(): i for i, n in enumerate(names)}
+    for pid, name in enumerate(vocab):
+        lut[pid] = ours.get(name.casefold(), len(names))
+    return lut
+
+
+def _row_key(row: dict) -> str:
+    uri = row.get(schema.SOURCE_URI) or row.get(schema.IMAGE_ID) or ""
+    return PurePosixPath(uri.split("#", 1)[0]).stem
+
+
+def evaluate_predictions(
+    root: str, pairs: list, names: list[str], *, reduce_zero_label: bool = False
+) -> tuple[np.ndarray, dict]:
+    """Confusion matrix of a labelling run's masks against the ground truth of ``pairs``.
+
+    Returns:
+        the matrix and counts (``matched``, ``unmatched``, ``errors``, ``missing``).
+    """
+    import pyarrow.parquet as pq
+
+    by_stem = {p.name: p for p in pairs}
+    conf = np.zeros((len(names), len(names) + 1), dtype=np.int64)
+    counts = {"matched": 0, "unmatched": 0, "errors": 0}
+    seen_stems: set[str] = set()
+    fs, files = _prediction_files(root)
+    for file in files:
+        with fs.open(file, "rb") as f:
+            table = pq.read_table(f)
+        lut = _id_map(table.schema, names)
+        for row in table.to_pylist():
+            pair = by_stem.get(_row_key(row))
+            if row.get(schema.STATUS) != schema.STATUS_OK or not row.get(schema.MASK):
+                counts["errors"] += 1
+                continue
+            if pair is None:
+                counts["unmatched"] += 1
+                continue
+            _, gt = load_pair(pair, len(names), reduce_zero_label=reduce_zero_label)
+            pred = lut[decode_mask(row[schema.MASK]["bytes"]).astype(np.int64)]
+            conf += confusion_matrix(gt, pred, len(names))
+            counts["matched"] += 1
+            seen_stems.add(pair.name)
+    counts["missing"] = len(set(by_stem) - seen_stems)
+    return conf, counts
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="model checkpoint (ours or official .pth), path or URI")
+    p.add_argument("--predictions", help="labelling-job output folder (Parquet), path or URI")
+    p.add_argument("--classes", required=True)
+    p.add_argument("--unseen", default="", help="comma list or file; default: the checkpoint's")
+    p.add_argument("--data")
+    p.add_argument("--images")
+    p.add_argument("--masks")
+    p.add_argument("--image-column", default="image")
+    p.add_argument("--mask-column", default="mask")
+    p.add_argument("--reduce-zero-label", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--limit", type=int, default=0, help="first N pairs only (0 = all)")
+    p.add_argument("--json", help="also write the metrics as JSON here")
+    args = p.parse_args(argv)
+    if not (args.checkpoint or args.predictions):
+        p.error("give --checkpoint and/or --predictions")
+    return args
+
+
+def _seen_mask(args: argparse.Namespace, names: list[str]) -> np.ndarray:
+    unseen = {u.casefold() for u in read_unseen(args.unseen)}
+    unknown = unseen - {n.casefold() for n in names}
+    if unknown:
+        raise ValueError(f"--unseen names {sorted(unknown)} are not classes")
+    return np.array([n.casefold() not in unseen for n in names], dtype=bool)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; prints the tables, returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    names = read_classes(args.classes)
+    seen = _seen_mask(args, names)
+    data_job = JobConfig(
+        classes=args.classes,
+        output="",
+        data=args.data,
+        images=args.images,
+        masks=args.masks,
+        image_column=args.image_column,
+        mask_column=args.mask_column,
+    )
+    pairs = load_pairs(data_job)[: args.limit or None]
+    report: dict = {}
+    if args.checkpoint:
+        conf = evaluate_checkpoint(
+            args.checkpoint,
+            pairs,
+            names,
+            seen,
+            reduce_zero_label=args.reduce_zero_label,
+            device=args.device,
+        )
+        metrics = compute_metrics(conf, seen)
+        print(
+            f"checkpoint {args.checkpoint} on {len(pairs)} images\n"
+            f"{format_table(metrics, names, seen)}"
+        )
+        report["checkpoint"] = metrics.as_dict(names)
+    if args.predictions:
+        conf, counts = evaluate_predictions(
+            args.predictions, pairs, names, reduce_zero_label=args.reduce_zero_label
+        )
+        metrics = compute_metrics(conf, seen)
+        print(f"predictions {args.predictions}: {counts}\n{format_table(metrics, names, seen)}")
+        report["predictions"] = {**metrics.as_dict(names), "counts": counts}
+    if args.json:
+        with fsspec.open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

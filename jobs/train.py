@@ -1,0 +1,398 @@
+"""Train ZegCLIP (inductive, optionally + transductive self-training) with Ray Train or in-process.
+
+Examples::
+
+    # CamVid on one machine without Ray (debugging)
+    python jobs/train.py --images camvid/train --masks camvid/trainannot \\
+        --classes camvid/classes.txt --unseen car,pedestrian --output runs/camvid --num-workers 0
+
+    # 4 GPU workers with DDP, VOC split, self-training in the second half
+    python jobs/train.py --data s3://bucket/voc --classes voc.txt --unseen voc-unseen.txt \\
+        --reduce-zero-label --max-iters 20000 --self-train-from 10000 \\
+        --output s3://bucket/runs/voc --num-workers 4 --use-gpu
+
+The training loop itself is :class:`zegclip.training.Trainer` (Ray-free); this file parses flags,
+validates inputs on the driver, and runs one loop per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+
+if __package__ in (None, ""):  # `python jobs/train.py` from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import zegclip  # noqa: E402
+from zegclip.augment import AugmentConfig  # noqa: E402
+from zegclip.segdata import PairSource, folder_pairs, parquet_pairs  # noqa: E402
+from zegclip.train_state import (  # noqa: E402
+    fetch_local,
+    find_latest,
+    load_training_state,
+    save_model,
+    save_training_checkpoint,
+)
+from zegclip.text import load_text_embeddings  # noqa: E402
+from zegclip.training import MaskLogits, TrainConfig, Trainer, seen_vector  # noqa: E402
+
+logger = logging.getLogger("jobs.train")
+
+
+@dataclass
+class JobConfig:
+    """Resolved command line (1:1 with the flags)."""
+
+    classes: str
+    output: str
+    unseen: str = ""
+    data: str | None = None
+    images: str | None = None
+    masks: str | None = None
+    image_column: str = "image"
+    mask_column: str = "mask"
+    reduce_zero_label: bool = False
+    model: str = "zegclip"
+    clip_model: str = "ViT-B-16"
+    clip_weights: str | None = "openai"
+    num_prompt_tokens: int = 10
+    decoder_ffn_dim: int = 2048
+    text_embeddings: str | None = None
+    crop_size: int = 512
+    scale: tuple[int, int] = (2048, 512)
+    max_iters: int = 20000
+    batch_size: int = 4
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    lr_mult: float = 10.0
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    min_lr: float = 1e-6
+    power: float = 0.9
+    self_train_from: int | None = None
+    schedule_iters: int | None = None
+    seed: int = 0
+    precision: str = "bf16"
+    checkpoint_every: int = 2000
+    log_every: int = 50
+    load_threads: int = 4
+    resume: bool = False
+    num_workers: int = 0
+    use_gpu: bool = False
+
+
+def build_zegclip_model(job: JobConfig, seen_classes: tuple[str, ...]):
+    """ZegCLIP from the job flags; test-time geometry follows the training scale and crop."""
+    pretrained = job.clip_weights if job.clip_weights not in (None, "", "none") else None
+    config = zegclip.ZegCLIPConfig(
+        clip=zegclip.ClipSpec(model=job.clip_model, pretrained=pretrained),
+        num_prompt_tokens=job.num_prompt_tokens,
+        decoder_ffn_dim=job.decoder_ffn_dim,
+        seen_classes=seen_classes,
+        short_side=job.scale[1],
+        crop_size=job.crop_size,
+        stride=max(1, round(job.crop_size * 426 / 512)),
+    )
+    return zegclip.build_zegclip(config)
+
+
+def build_zegot_model(job: JobConfig, seen_classes: tuple[str, ...]):
+    """ZegOT from the job flags (lazy import: the module is optional for ZegCLIP runs)."""
+    from zegclip.zegot import build_zegot
+    from zegclip.zegot_config import ZegOTConfig
+
+    pretrained = job.clip_weights if job.clip_weights not in (None, "", "none") else None
+    names = {f.name for f in dataclasses.fields(ZegOTConfig)}
+    extra = {
+        "short_side": job.scale[1],
+        "crop_size": job.crop_size,
+        "stride": max(1, round(job.crop_size * 426 / 512)),
+    }
+    config = ZegOTConfig(
+        clip=zegclip.ClipSpec(model=job.clip_model, pretrained=pretrained),
+        seen_classes=seen_classes,
+        **{k: v for k, v in extra.items() if k in names},
+    )
+    return build_zegot(config)
+
+
+# model family -> builder(job, seen_classes)
+BUILDERS = {"zegclip": build_zegclip_model, "zegot": build_zegot_model}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def read_classes(uri: str) -> list[str]:
+    """Class display names from a vocabulary file (local or URI)."""
+    with fsspec.open(uri, "r", encoding="utf-8") as f:
+        vocab = zegclip.vocab.parse_vocabulary(f.read().splitlines(), source=uri)
+    return vocab.names
+
+
+def read_unseen(spec: str) -> list[str]:
+    """``a,b`` or a file with one name per line (``#`` comments allowed); empty = none."""
+    if not spec:
+        return []
+    fs, path = fsspec.core.url_to_fs(spec)
+    if fs.isfile(path):
+        with fs.open(path, "r") as f:
+            lines = [line.split("#", 1)[0].strip() for line in f.read().splitlines()]
+        return [line for line in lines if line]
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def load_pairs(job: JobConfig) -> list:
+    """Pairs from ``--images/--masks``, a ``--data`` folder (images/, masks/) or Parquet.
+
+    Raises:
+        ValueError: neither or both data options given.
+    """
+    if bool(job.data) == bool(job.images and job.masks):
+        raise ValueError("give either --data DIR_OR_PARQUET or both --images DIR and --masks DIR")
+    if job.images:
+        return folder_pairs(job.images, job.masks)
+    if job.data.rstrip("/").endswith(".parquet") or _has_parquet(job.data):
+        return parquet_pairs(job.data, image_column=job.image_column, mask_column=job.mask_column)
+    return folder_pairs(f"{job.data.rstrip('/')}/images", f"{job.data.rstrip('/')}/masks")
+
+
+def _has_parquet(uri: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.isdir(path) and bool(fs.glob(f"{path.rstrip('/')}/**/*.parquet"))
+
+
+def train_config(job: JobConfig) -> TrainConfig:
+    """The optimisation part of the job."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in dataclasses.asdict(job).items() if k in names})
+
+
+# ----------------------------------------------------------------------------- worker
+
+
+def _context() -> tuple[int, int, bool]:
+    """(rank, world size, inside Ray Train)."""
+    try:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        return ctx.get_world_rank(), ctx.get_world_size(), True
+    except (ImportError, RuntimeError, AttributeError):
+        return 0, 1, False
+
+
+def _restore(job: JobConfig, seen_classes: tuple[str, ...], tmp: str):
+    """Model and training state: from the latest checkpoint when resuming, else fresh."""
+    latest = find_latest(job.output) if job.resume else None
+    if latest is None:
+        if job.resume:
+            logger.info("--resume: no checkpoint under %s, starting fresh", job.output)
+        import torch
+
+        torch.manual_seed(job.seed)  # identical random init (tiny CLIP, prompts, head) on all ranks
+        return BUILDERS[job.model](job, seen_classes), None
+    logger.info("resuming from step %d (%s)", latest["step"], latest["model"])
+    model = zegclip.load_model(fetch_local(latest["model"], tmp))
+    return model, load_training_state(latest["state"])
+
+
+def run_worker(job_dict: dict) -> dict:
+    """One worker's training loop (Ray Train's ``train_loop_per_worker``, or in-process).
+
+    Returns:
+        the last step's metrics (rank 0 also writes checkpoints and the final model).
+    """
+
+    job = JobConfig(**job_dict)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    rank, world, in_ray = _context()
+    names = read_classes(job.classes)
+    seen = seen_vector(names, read_unseen(job.unseen))
+    seen_classes = tuple(n for n, s in zip(names, seen.tolist()) if s)
+    source = PairSource(load_pairs(job), len(names), reduce_zero_label=job.reduce_zero_label)
+    device = _device(job, in_ray)
+    with tempfile.TemporaryDirectory() as tmp:
+        model, state = _restore(job, seen_classes, tmp)
+    model = model.to(device)
+    learns_text = getattr(model, "learns_text_prompts", False)
+    if learns_text:
+        text_emb = None
+    elif job.text_embeddings:
+        text_emb = load_text_embeddings(job.text_embeddings, len(names)).to(device)
+    else:
+        text_emb = model.encode_vocabulary(names)
+    forward = MaskLogits(model, names, text_emb)
+    if in_ray and world > 1:
+        import ray.train.torch
+
+        # The last decoder layer's value/output/FFN weights never reach the loss (only its
+        # attention logits are the mask), hence find_unused_parameters, as in the official runs.
+        forward = ray.train.torch.prepare_model(
+            forward,
+            move_to_device=False,
+            parallel_strategy_kwargs={"broadcast_buffers": False, "find_unused_parameters": True},
+        )
+    cfg = train_config(job)
+    aug = AugmentConfig(crop_size=job.crop_size, scale=tuple(job.scale))
+    trainer = Trainer(
+        model,
+        cfg,
+        source,
+        aug,
+        forward,
+        seen,
+        device=device,
+        rank=rank,
+        world_size=world,
+        load_threads=job.load_threads,
+    )
+    if state is not None:
+        trainer.load_state_dict(state)
+    return _loop(job, trainer, rank, in_ray)
+
+
+def _device(job: JobConfig, in_ray: bool):
+    import torch
+
+    if in_ray and job.use_gpu:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cuda" if job.use_gpu and torch.cuda.is_available() else "cpu")
+
+
+def _loop(job: JobConfig, trainer: Trainer, rank: int, in_ray: bool) -> dict:
+    embed = job.clip_weights in (None, "", "none")
+    out: dict = {}
+    while trainer.step < job.max_iters:
+        out = trainer.train_one()
+        done = trainer.step
+        if done % job.log_every == 0 or done == job.max_iters:
+            out["bad_pairs"] = float(len(trainer.source.bad))
+            if rank == 0:
+                logger.info(
+                    "step %d %s", done, json.dumps({k: round(v, 6) for k, v in out.items()})
+                )
+            if in_ray:
+                import ray.train
+
+                ray.train.report(out)
+        if rank == 0 and (done % job.checkpoint_every == 0 or done == job.max_iters):
+            save_training_checkpoint(
+                job.output,
+                trainer.model,
+                trainer.state_dict(),
+                embed_clip=embed,
+                transductive=trainer.is_transductive,
+            )
+    if rank == 0:
+        save_model(
+            trainer.model,
+            f"{job.output.rstrip('/')}/model_final.safetensors",
+            embed_clip=embed,
+            transductive=trainer.is_transductive,
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_with_ray(job: JobConfig) -> None:
+    """Run ``job.num_workers`` DDP workers with Ray Train's TorchTrainer."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    storage = tempfile.mkdtemp(prefix="zegclip-ray-") if "://" in job.output else job.output
+    trainer = TorchTrainer(
+        run_worker,
+        train_loop_config=dataclasses.asdict(job),
+        scaling_config=ray.train.ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu),
+        run_config=ray.train.RunConfig(
+            name="ray", storage_path=os.path.abspath(storage) if "://" not in storage else storage
+        ),
+    )
+    trainer.fit()
+
+
+def write_job_config(job: JobConfig) -> None:
+    """Resolved config next to the outputs (``train_config.json``)."""
+    fs, path = fsspec.core.url_to_fs(job.output)
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(f"{path.rstrip('/')}/train_config.json", "w") as f:
+        json.dump(dataclasses.asdict(job), f, indent=2)
+
+
+def validate(job: JobConfig) -> None:
+    """Fail fast on the driver: classes, split, data, model family.
+
+    Raises:
+        ValueError / FileNotFoundError: with the flag to fix.
+    """
+    if job.model not in BUILDERS:
+        raise ValueError(f"--model {job.model}: choose one of {sorted(BUILDERS)}")
+    names = read_classes(job.classes)
+    seen_vector(names, read_unseen(job.unseen))
+    pairs = load_pairs(job)
+    if len(pairs) < max(job.num_workers, 1):
+        raise ValueError(f"{len(pairs)} pairs cannot feed {job.num_workers} workers")
+    if job.self_train_from is not None and not 0 <= job.self_train_from < job.max_iters:
+        raise ValueError("--self-train-from must lie in [0, --max-iters)")
+    logger.info("%d classes, %d pairs, config %s", len(names), len(pairs), dataclasses.asdict(job))
+
+
+def parse_args(argv: list[str] | None = None) -> JobConfig:
+    """Command line -> :class:`JobConfig`."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    defaults = JobConfig(classes="", output="")
+    p.add_argument("--classes", required=True, help="vocabulary file (zegclip.vocab format)")
+    p.add_argument("--output", required=True, help="folder or URI for checkpoints")
+    p.add_argument("--unseen", default="", help="comma list or file of unseen class names")
+    for flag in ("data", "images", "masks"):
+        p.add_argument(f"--{flag}", default=None)
+    bools = ("reduce_zero_label", "resume", "use_gpu")
+    for name in bools:
+        p.add_argument(f"--{name.replace('_', '-')}", action="store_true")
+    p.add_argument("--scale", default="2048,512", help="LONG,SHORT of the random rescale")
+    skip = {"classes", "output", "unseen", "data", "images", "masks", "scale", *bools}
+    for field in dataclasses.fields(JobConfig):
+        if field.name in skip:
+            continue
+        value = getattr(defaults, field.name)
+        kind = int if isinstance(value, int) else float if isinstance(value, float) else str
+        if field.name in ("self_train_from", "schedule_iters"):
+            kind = int
+        p.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=value)
+    args = vars(p.parse_args(argv))
+    args["scale"] = tuple(int(v) for v in args["scale"].split(","))
+    return JobConfig(**args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    job = parse_args(argv)
+    validate(job)
+    write_job_config(job)
+    if job.num_workers <= 0:
+        out = run_worker(dataclasses.asdict(job))
+    else:
+        run_with_ray(job)
+        out = {}
+    print(f"training finished: {job.output} {json.dumps(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
