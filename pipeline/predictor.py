@@ -2,7 +2,8 @@
 
 The pipeline never imports torch or ``zegclip``. ``jobs/label.py`` hands it two callables:
 
-* ``encode_vocabulary() -> np.ndarray`` (C, D) float32, run once per job on the driver;
+* ``encode_vocabulary() -> np.ndarray`` (S, ...) float32 (one row per class or synonym; the
+  layout is the model's business), run once per job on the driver;
   the result is put in the Ray object store and shared with every actor.
 * ``predictor_factory(class_embeddings) -> Predictor``, called once per actor in ``__init__``.
 """

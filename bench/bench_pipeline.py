@@ -1,0 +1,155 @@
+"""End-to-end labelling throughput vs the bare predictor on the same images, model and batch size.
+
+For each model the same N real photos (CamVid test JPEGs, 480x360) go through
+
+* ``forward``: ``zegclip.build_predictor(...).predict`` on pre-decoded arrays, in this process;
+* ``pipeline``: ``pipeline.run.run_label_job`` on a local Ray (listing, reading, decoding, one
+  actor, PNG encoding, per-shard Parquet + markers), timed from the first submitted task to
+  the last written shard (Ray start-up and vocabulary encoding are reported separately).
+
+The ratio pipeline/forward is the share of model throughput the pipeline keeps. Weights are
+random (speed only). On CPU both sides use one torch thread (Ray sets OMP_NUM_THREADS=1 for an
+actor with 0.5 CPU). On a GPU machine pass ``--device cuda``; the actor then gets one GPU.
+
+Usage: ``python bench/bench_pipeline.py [--models tiny-test ViT-B-16] [--images 16]
+[--batch-size 4] [--threads 1] [--device cpu]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import zegclip  # noqa: E402
+from pipeline.config import LabelJobConfig  # noqa: E402
+from pipeline.decode import decode_image  # noqa: E402
+from pipeline.run import init_ray, run_label_job  # noqa: E402
+
+PHOTOS = REPO_ROOT / ".." / "shared" / "data" / "camvid" / "test"
+CLASSES = ["road", "car", "sky", "building", "tree", "person", "sidewalk", "sign"]
+
+
+def load_photos(n: int, folder: Path) -> list[Path]:
+    """The first ``n`` JPEGs of ``folder`` in name order."""
+    paths = sorted(folder.glob("*.jpg"))[:n]
+    if len(paths) < n:
+        raise SystemExit(f"need {n} images in {folder}, found {len(paths)}")
+    return paths
+
+
+def forward_images_per_s(predictor, images: list[np.ndarray], batch_size: int) -> float:
+    """Bare ``predict`` throughput after one warm-up batch."""
+    predictor.predict(images[:batch_size])
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        predictor.predict(images[i : i + batch_size])
+    return len(images) / (time.perf_counter() - start)
+
+
+def pipeline_run(spec, vocab, paths: list[Path], batch_size: int, workdir: Path) -> dict:
+    """Run the labelling job on copies of ``paths``; returns its timings."""
+    src = workdir / "in"
+    shutil.rmtree(workdir, ignore_errors=True)
+    src.mkdir(parents=True)
+    for p in paths:
+        shutil.copy(p, src / p.name)
+    cfg = LabelJobConfig(
+        input=str(src),
+        output=str(workdir / "out"),
+        vocab="bench",
+        class_names=tuple(vocab.names),
+        batch_size=batch_size,
+        concurrency="1",
+        shard_size=max(batch_size, 8),
+        num_gpus_per_actor=1.0 if spec.device == "cuda" else 0.0,
+        max_error_rate=0.0,
+    )
+    summary = run_label_job(
+        cfg,
+        functools.partial(zegclip.build_predictor, spec, vocab),
+        functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
+        zegclip.describe(spec),
+    )
+    if summary.errors:
+        raise RuntimeError(f"benchmark run had {summary.errors} error rows")
+    return {
+        "images_per_s": summary.images_per_s,
+        "pipeline_s": summary.pipeline_s,
+        "vocabulary_s": summary.vocabulary_s,
+    }
+
+
+def bench_model(name: str, args: argparse.Namespace, paths: list[Path], workdir: Path) -> dict:
+    """Forward and pipeline throughput for one CLIP model name."""
+    spec = zegclip.LabelerSpec(clip_model=name, clip_pretrained=None, device=args.device)
+    vocab = zegclip.Vocabulary.from_names(CLASSES)
+    images = [decode_image(p.read_bytes(), 10**9)[0] for p in paths]
+    emb = zegclip.encode_vocabulary_for(spec, vocab)
+    fwd = forward_images_per_s(zegclip.build_predictor(spec, vocab, emb), images, args.batch_size)
+    pipe = pipeline_run(spec, vocab, paths, args.batch_size, workdir / name)
+    return {"model": name, "forward": fwd, **pipe}
+
+
+def print_table(rows: list[dict], args: argparse.Namespace) -> None:
+    """Markdown table of the results."""
+    print(
+        f"\n{args.images} CamVid images 480x360, batch {args.batch_size}, device "
+        f"{args.device}, torch threads {torch.get_num_threads()}, 1 actor\n"
+    )
+    print("| model | forward img/s | pipeline img/s | ratio | pipeline s | vocab s |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['forward']:.2f} | {r['images_per_s']:.2f} | "
+            f"{r['images_per_s'] / r['forward']:.2f} | {r['pipeline_s']:.1f} | "
+            f"{r['vocabulary_s']:.1f} |"
+        )
+
+
+def main() -> None:
+    """Parse flags, run each model, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["tiny-test", "ViT-B-16"])
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the forward run; Ray gives the actor (0.5 CPU) one thread",
+    )
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--data", type=Path, default=PHOTOS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    init_ray(include_dashboard=False)
+    paths = load_photos(args.images, args.data)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    try:
+        rows = [bench_model(name, args, paths, workdir) for name in args.models]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print_table(rows, args)
+
+
+if __name__ == "__main__":
+    main()

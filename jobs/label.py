@@ -1,0 +1,184 @@
+"""Label images with zero-shot semantic segmentation on Ray Data.
+
+Usage::
+
+    python jobs/label.py --vocab vocab.txt --input s3://bucket/images/ --output s3://bucket/labels/
+    ray job submit --working-dir . -- python jobs/label.py --vocab v.txt --input ... --output ...
+
+Runs on an embedded local Ray unless ``RAY_ADDRESS`` is set (as ``ray job submit`` does).
+S3 endpoint and credentials come only from the standard ``AWS_*`` environment variables.
+
+Exit codes: 0 done; 2 configuration error (nothing was processed); 3 error rows above
+``--max-error-rate`` (outputs are written). Other failures (e.g. preemption) exit 1; re-running
+the same command resumes from the last finished shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `python jobs/label.py` puts jobs/, not the repo, on the path
+    sys.path.insert(0, str(REPO_ROOT))
+
+from pipeline import storage  # noqa: E402
+from pipeline.config import (  # noqa: E402
+    FIELD_HELP,
+    ConfigError,
+    LabelJobConfig,
+    config_from_mapping,
+    load_config_file,
+)
+from pipeline.run import init_ray, plan_job, run_label_job  # noqa: E402
+
+logger = logging.getLogger("jobs.label")
+
+EXIT_CONFIG = 2
+EXIT_ERROR_RATE = 3
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _flag_type(annotation: str) -> type:
+    return _TYPES[annotation.split("|")[0].strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One ``--kebab-case`` flag per ``LabelJobConfig`` field; defaults shown in ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog="jobs/label.py",
+        description=__doc__.split("\n\n")[0],
+        argument_default=argparse.SUPPRESS,  # only flags given on the command line override
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit codes: 0 ok, 2 configuration error, 3 error rate above --max-error-rate.",
+    )
+    parser.add_argument("--config", help="JSON or YAML file with flag values; flags override it")
+    for f in dataclasses.fields(LabelJobConfig):
+        if f.name == "class_names":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        required = f.default is dataclasses.MISSING
+        text = FIELD_HELP[f.name]
+        if required:
+            text += " (required unless in --config)"
+        elif "default" not in text:
+            text += f" (default: {f.default})"
+        if f.type == "bool":
+            parser.add_argument(flag, action="store_true", help=text)
+        else:
+            parser.add_argument(flag, type=_flag_type(f.type), metavar=f.name.upper(), help=text)
+    return parser
+
+
+def resolve_config(argv: list[str] | None) -> LabelJobConfig:
+    """Defaults <- ``--config`` file <- command-line flags.
+
+    Raises:
+        ConfigError: unknown keys, missing required values, unreadable config file.
+    """
+    args = vars(build_parser().parse_args(argv))
+    file_values = load_config_file(args.pop("config")) if "config" in args else {}
+    return config_from_mapping({**file_values, **args})
+
+
+def _zegclip() -> Any:
+    """Import the model package lazily: torch takes seconds; ``--help`` should not."""
+    import zegclip
+
+    return zegclip
+
+
+def load_vocab(uri: str) -> Any:
+    """``zegclip.Vocabulary`` from a local path or a URI.
+
+    Raises:
+        FileNotFoundError: missing file. zegclip.VocabularyError: invalid content.
+    """
+    parse_vocabulary = _zegclip().vocab.parse_vocabulary
+    if storage.split_uri(uri)[0] == "file":
+        path = Path(storage.split_uri(uri)[1])
+        if not path.is_file():
+            raise FileNotFoundError(f"vocabulary file {uri} not found; pass --vocab PATH.")
+        return parse_vocabulary(path.read_text(encoding="utf-8").splitlines(), source=uri)
+    try:
+        text = storage.read_bytes(uri).decode("utf-8")
+    except OSError as e:
+        raise FileNotFoundError(f"--vocab {uri}: cannot read ({e}).") from e
+    return parse_vocabulary(text.splitlines(), source=uri)
+
+
+def make_spec(cfg: LabelJobConfig) -> Any:
+    """The model spec from the job config (``--clip-pretrained none`` = random weights)."""
+    pretrained = cfg.clip_pretrained
+    if pretrained is not None and pretrained.lower() in ("", "none"):
+        pretrained = None
+    return _zegclip().LabelerSpec(
+        checkpoint=cfg.checkpoint,
+        clip_model=cfg.clip_model,
+        clip_pretrained=pretrained,
+        clip_weights=cfg.clip_weights,
+        method=cfg.method,
+        templates=cfg.templates,
+        min_score=cfg.min_score,
+        device=cfg.device,
+        precision=cfg.precision,
+    )
+
+
+def _prepare(argv: list[str] | None) -> tuple[LabelJobConfig, Any, Any, dict, Any]:
+    cfg = resolve_config(argv)
+    vocab = load_vocab(cfg.vocab)
+    cfg = dataclasses.replace(cfg, class_names=tuple(vocab.names))
+    spec = make_spec(cfg)
+    _zegclip().check_spec(spec)
+    model = _zegclip().describe(spec)
+    return cfg, vocab, spec, model, plan_job(cfg, model)
+
+
+def _init_local_ray() -> None:
+    if not os.environ.get("RAY_ADDRESS"):  # local workers must import pipeline and zegclip
+        paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    init_ray()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job; returns the process exit code."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        cfg, vocab, spec, model, plan = _prepare(argv)
+    except (ConfigError, FileNotFoundError, ValueError) as e:  # VocabularyError is a ValueError
+        logger.error("configuration error: %s", e)
+        return EXIT_CONFIG
+    logger.info("config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
+    _init_local_ray()
+    zegclip = _zegclip()
+    summary = run_label_job(
+        cfg,
+        functools.partial(zegclip.build_predictor, spec, vocab),
+        functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
+        model,
+        plan=plan,
+    )
+    print(summary.table())
+    if summary.error_rate > cfg.max_error_rate:
+        logger.error(
+            "error rate %.3f exceeds --max-error-rate %.3f; see run.json first_errors",
+            summary.error_rate,
+            cfg.max_error_rate,
+        )
+        return EXIT_ERROR_RATE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""``LabelJobConfig``: every knob of the labelling job, one field per ``--kebab-case`` flag.
+
+Defaults live here (and only here); ``jobs/label.py`` builds its ``--help`` from ``FIELD_HELP``.
+Credentials and endpoints are never part of the config: they come from the environment
+(see ``pipeline.storage``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import storage
+
+
+class ConfigError(ValueError):
+    """Invalid job configuration; the message says what to change. Exit code 2."""
+
+
+@dataclass(frozen=True)
+class LabelJobConfig:
+    """Resolved configuration of one labelling run (see ``FIELD_HELP`` for each field)."""
+
+    input: str
+    output: str
+    vocab: str
+    class_names: tuple[str, ...] = ()  # filled in by jobs/label.py from the vocabulary file
+    batch_size: int = 16
+    concurrency: str = "1"
+    num_gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    num_cpus_per_actor: float = 0.5  # small, so read/decode tasks always find a CPU
+    shard_size: int = 256
+    image_column: str | None = None
+    max_image_pixels: int = 89_478_485  # PIL's own decompression-bomb threshold
+    min_score: float | None = None
+    templates: str | None = None
+    overwrite: bool = False
+    max_error_rate: float = 0.1
+    limit: int | None = None
+    checkpoint: str | None = None
+    clip_model: str = "ViT-B-16"
+    clip_pretrained: str | None = "openai"
+    clip_weights: str | None = None
+    method: str = "naclip"
+    device: str = "auto"
+    precision: str = "fp32"
+
+    @property
+    def actor_pool_size(self) -> tuple[int, int]:
+        """``(min_size, max_size)`` parsed from ``concurrency`` ("N" or "MIN,MAX")."""
+        return parse_concurrency(self.concurrency)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict of all fields; URIs lose any ``user:password@`` part."""
+        out = {k: _redact(v) for k, v in dataclasses.asdict(self).items()}
+        out["class_names"] = list(self.class_names)
+        return out
+
+
+def _redact(value: Any) -> Any:
+    """Drop userinfo and query strings from URI values (they may carry credentials)."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    scheme, rest = value.split("://", 1)
+    host, sep, path = rest.partition("/")
+    return f"{scheme}://{host.rsplit('@', 1)[-1]}{sep}{path.split('?', 1)[0]}"
+
+
+FIELD_HELP: dict[str, str] = {
+    "input": "input URI: folder/prefix or glob of images, .tar shards or .parquet files "
+    "(local, s3://, gs://)",
+    "output": "output URI (folder/prefix); must not lie inside the input",
+    "vocab": "vocabulary file: one class per line, comma-separated synonyms",
+    "batch_size": "images per model call",
+    "concurrency": "model actors: 'N' or 'MIN,MAX' for an autoscaling pool",
+    "num_gpus_per_actor": "GPUs per model actor, fractional allowed (default: 1 if the "
+    "cluster has GPUs, else 0)",
+    "num_cpus_per_actor": "CPUs reserved per model actor; keep small so decode tasks can run",
+    "shard_size": "loose images per shard (one output file per shard)",
+    "image_column": "image column of Parquet inputs (default: auto-detect a binary or "
+    "{bytes, path} column)",
+    "max_image_pixels": "images with more pixels become error rows (decompression-bomb guard)",
+    "min_score": "pixels whose best score is below this are unlabelled (default: model's)",
+    "templates": "prompt template set or file (default: model's)",
+    "overwrite": "redo every shard, deleting earlier outputs under --output",
+    "max_error_rate": "exit with code 3 when the fraction of error rows exceeds this",
+    "limit": "process about this many images (whole shards, in listing order)",
+    "checkpoint": "trained checkpoint URI (default: training-free --method)",
+    "clip_model": "open_clip architecture name",
+    "clip_pretrained": "open_clip pretrained tag; 'none' for random weights",
+    "clip_weights": "local or remote file with CLIP weights (offline clusters)",
+    "method": "training-free variant used without --checkpoint",
+    "device": "'auto', 'cuda' or 'cpu'",
+    "precision": "model precision on GPU: fp32, bf16 or fp16",
+}
+
+REQUIRED = ("input", "output", "vocab")
+
+
+def parse_concurrency(text: str) -> tuple[int, int]:
+    """Parse "N" or "MIN,MAX" into ``(min_size, max_size)``.
+
+    Raises:
+        ConfigError: not one or two positive integers, or MIN > MAX.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError as e:
+        raise ConfigError(f"--concurrency {text!r}: use 'N' or 'MIN,MAX', e.g. '1,4'.") from e
+    if len(sizes) not in (1, 2) or min(sizes) < 1 or sizes[0] > sizes[-1]:
+        raise ConfigError(f"--concurrency {text!r}: use 'N' or 'MIN,MAX' with 1 <= MIN <= MAX.")
+    return sizes[0], sizes[-1]
+
+
+def config_from_mapping(values: Mapping[str, Any]) -> LabelJobConfig:
+    """Build a config from a flat mapping; keys may use ``-`` or ``_``.
+
+    Raises:
+        ConfigError: unknown keys or missing required ones.
+    """
+    names = {f.name for f in dataclasses.fields(LabelJobConfig)}
+    clean = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(clean) - names)
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(names)}.")
+    missing = [k for k in REQUIRED if not clean.get(k)]
+    if missing:
+        flags = ", ".join(f"--{k}" for k in missing)
+        raise ConfigError(f"missing {flags}; give it on the command line or in --config.")
+    if "class_names" in clean:
+        clean["class_names"] = tuple(clean["class_names"])
+    return LabelJobConfig(**clean)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a flat JSON or YAML config file into a dict.
+
+    Raises:
+        ConfigError: missing file, parse error or not a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config {path}: file not found.")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # yaml and json raise different types; both mean "fix the file"
+        raise ConfigError(f"--config {path}: cannot parse ({e}).") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of flag names to values.")
+    return data
+
+
+def validate(cfg: LabelJobConfig) -> None:
+    """Check values that need no I/O.
+
+    Raises:
+        ConfigError: with the flag to fix.
+    """
+    cfg.actor_pool_size  # noqa: B018 - parses and raises on bad values
+    _check(cfg.batch_size >= 1, "--batch-size must be >= 1.")
+    _check(cfg.shard_size >= 1, "--shard-size must be >= 1.")
+    _check(cfg.num_cpus_per_actor > 0, "--num-cpus-per-actor must be > 0.")
+    gpus = cfg.num_gpus_per_actor
+    _check(gpus is None or gpus >= 0, "--num-gpus-per-actor must be >= 0.")
+    _check(0.0 <= cfg.max_error_rate <= 1.0, "--max-error-rate must be in [0, 1].")
+    _check(cfg.limit is None or cfg.limit >= 1, "--limit must be >= 1.")
+    _check(cfg.max_image_pixels >= 1, "--max-image-pixels must be >= 1.")
+    _check(len(cfg.class_names) >= 1, "the vocabulary is empty; write one class per line.")
+    _check(cfg.device in ("auto", "cuda", "cpu"), "--device must be auto, cuda or cpu.")
+    _check(cfg.precision in ("fp32", "bf16", "fp16"), "--precision must be fp32, bf16 or fp16.")
+    if storage.is_within(cfg.output, cfg.input):
+        raise ConfigError(
+            f"--output {cfg.output} lies inside --input {cfg.input}; outputs would be read back "
+            "as inputs. Choose an output outside the input prefix."
+        )
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+__all__ = [
+    "FIELD_HELP",
+    "ConfigError",
+    "LabelJobConfig",
+    "config_from_mapping",
+    "load_config_file",
+    "parse_concurrency",
+    "validate",
+]

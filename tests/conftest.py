@@ -1,0 +1,171 @@
+"""Shared fixtures: repo on ``sys.path``, a loopback moto S3 server, one local Ray per session.
+
+Ray's environment variables must be set before ``import ray`` and S3 variables before Ray
+starts (workers inherit the driver's environment at ``ray.init``), so ``ray_local`` depends on
+``moto_s3``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = REPO_ROOT / ".." / "shared" / "data"
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The shared real-image data folder (``../shared/data`` from the repo root)."""
+    if not DATA_ROOT.is_dir():
+        pytest.fail(f"shared test data missing at {DATA_ROOT}")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[str]:
+    """A moto S3 server on a free loopback port; sets the standard AWS_* variables.
+
+    Yields:
+        The endpoint URL.
+    """
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",  # no instance-metadata lookups off loopback
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield endpoint
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture()
+def s3_bucket(moto_s3: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket; returns ``s3://<bucket>``."""
+    import boto3
+
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50]
+    name = name.strip("-")
+    boto3.client("s3", endpoint_url=moto_s3).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(moto_s3: str) -> Iterator[None]:
+    """One local Ray (2 CPUs, no dashboard) for the session, started after the S3 env is set."""
+    import ray
+    from ray import cloudpickle
+
+    paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # fakes below reach workers
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------
+# A pure-numpy predictor for pipeline tests: colour-threshold segmentation.
+
+
+COLOUR_CLASSES = ("red", "green", "blue")
+DARK_THRESHOLD = 40  # pixels whose brightest channel is below this are unlabelled
+
+
+class ColourPrediction:
+    """Holds ``label_map`` (H, W) uint8, ``confidence`` (H, W) float32, ``class_counts`` (3,)."""
+
+    def __init__(self, label_map, confidence, class_counts) -> None:
+        self.label_map = label_map
+        self.confidence = confidence
+        self.class_counts = class_counts
+
+
+class ColourPredictor:
+    """Labels each pixel with its dominant RGB channel; dark pixels are unlabelled (255)."""
+
+    def __init__(self, class_embeddings) -> None:
+        assert class_embeddings.shape[0] == len(COLOUR_CLASSES)
+        self.calls = 0
+
+    def predict(self, images):
+        import numpy as np
+
+        self.calls += 1
+        out = []
+        for image in images:
+            rgb = image.astype(np.float32)
+            labels = rgb.argmax(axis=2).astype(np.uint8)
+            peak = rgb.max(axis=2)
+            labels[peak < DARK_THRESHOLD] = 255
+            confidence = peak / (rgb.sum(axis=2) + 1e-6)
+            counts = np.bincount(labels[labels < 3].ravel(), minlength=3).astype(np.int64)
+            out.append(ColourPrediction(labels, confidence.astype(np.float32), counts))
+        return out
+
+
+def colour_predictor_factory(class_embeddings):
+    """``PredictorFactory`` for :class:`ColourPredictor`."""
+    return ColourPredictor(class_embeddings)
+
+
+class CountingEncoder:
+    """``VocabularyEncoder`` returning a fixed (3, 8) embedding and counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self):
+        import numpy as np
+
+        self.calls += 1
+        return np.eye(len(COLOUR_CLASSES), 8, dtype=np.float32)
+
+
+@pytest.fixture()
+def colour_factory():
+    """The colour-threshold predictor factory."""
+    return colour_predictor_factory
+
+
+@pytest.fixture()
+def counting_encoder() -> CountingEncoder:
+    """A fresh call-counting vocabulary encoder."""
+    return CountingEncoder()

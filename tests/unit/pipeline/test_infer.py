@@ -1,0 +1,87 @@
+"""SegmentationActor with the colour-threshold predictor; no Ray."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import decode, encode, schema
+from pipeline.infer import SegmentationActor
+
+
+def _decoded_batch() -> dict[str, np.ndarray]:
+    red = np.zeros((6, 8, 3), np.uint8)
+    red[..., 0] = 200
+    red[:2, :] = (0, 0, 250)  # two blue rows
+    red[5, 7] = (5, 5, 5)  # one dark (unlabelled) pixel
+    green = np.zeros((3, 4, 3), np.uint8)
+    green[..., 1] = 180
+    images = np.empty(3, dtype=object)
+    images[:] = [red, decode.EMPTY_IMAGE, green]
+    return {
+        schema.IMAGE_ID: np.array(["r.png", "bad.jpg", "g.png"], dtype=object),
+        schema.SOURCE_URI: np.array(["s3://b/r.png", "s3://b/bad.jpg", "s3://b/g.png"], object),
+        schema.SHARD_ID: np.array(["s0", "s0", "s0"], dtype=object),
+        schema.SHARD_SIZE: np.array([3, 3, 3], dtype=np.int64),
+        schema.IMAGE: images,
+        schema.WIDTH: np.array([8, -1, 4], dtype=np.int32),
+        schema.HEIGHT: np.array([6, -1, 3], dtype=np.int32),
+        schema.STATUS: np.array(["ok", "error", "ok"], dtype=object),
+        schema.ERROR: np.array([None, "OSError: truncated", None], dtype=object),
+    }
+
+
+def test_actor_builds_predictor_once_and_encodes_rows(colour_factory) -> None:
+    built = []
+
+    def factory(emb):
+        built.append(emb.shape)
+        return colour_factory(emb)
+
+    actor = SegmentationActor(factory, np.eye(3, 8, dtype=np.float32), num_classes=3)
+    t1 = actor(_decoded_batch())
+    actor(_decoded_batch())
+    assert built == [(3, 8)]
+    assert t1.schema == schema.STREAM_SCHEMA
+    rows = t1.to_pylist()
+    assert [r[schema.STATUS] for r in rows] == ["ok", "error", "ok"]
+    r = rows[0]
+    mask = encode.decode_png(r[schema.MASK]["bytes"])
+    assert mask.shape == (6, 8)
+    assert r[schema.CLASS_PIXEL_COUNTS] == [8 * 4 - 1, 0, 16]
+    assert r[schema.PRESENT_CLASSES] == [0, 2]
+    assert mask[5, 7] == 255
+    bad = rows[1]
+    assert bad[schema.ERROR] == "OSError: truncated" and bad[schema.MASK] is None
+    assert bad[schema.WIDTH] is None and bad[schema.SHARD_SIZE] == 3
+    assert rows[2][schema.CLASS_PIXEL_COUNTS] == [0, 12, 0]
+
+
+def test_wrong_sized_prediction_becomes_error_row() -> None:
+    class Shrinking:
+        def predict(self, images):
+            return [encode_pred(img) for img in images]
+
+    def encode_pred(img):
+        from types import SimpleNamespace
+
+        h, w = img.shape[0] // 2, img.shape[1]
+        return SimpleNamespace(
+            label_map=np.zeros((h, w), np.uint8),
+            confidence=np.zeros((h, w), np.float32),
+            class_counts=None,
+        )
+
+    actor = SegmentationActor(lambda e: Shrinking(), np.zeros((3, 2), np.float32), num_classes=3)
+    rows = actor(_decoded_batch()).to_pylist()
+    assert rows[0][schema.STATUS] == "error" and "do not match" in rows[0][schema.ERROR]
+
+
+def test_predictor_exceptions_propagate() -> None:
+    class Broken:
+        def predict(self, images):
+            raise RuntimeError("CUDA error: device lost")
+
+    actor = SegmentationActor(lambda e: Broken(), np.zeros((3, 2), np.float32), num_classes=3)
+    with pytest.raises(RuntimeError, match="device lost"):
+        actor(_decoded_batch())
