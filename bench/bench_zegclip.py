@@ -21,8 +21,12 @@ import torch
 import zegclip
 from zegclip import ClipSpec, ZegCLIPConfig
 
-OFFICIAL_SECONDS = {("voc", "crop"): 0.86, ("voc", "image"): 1.70,
-                    ("coco", "crop"): 1.38, ("coco", "image"): 3.50}
+OFFICIAL_SECONDS = {
+    ("voc", "crop"): 0.86,
+    ("voc", "image"): 1.70,
+    ("coco", "crop"): 1.38,
+    ("coco", "image"): 3.50,
+}
 CONFIGS = {"voc": (10, 20), "coco": (100, 171)}
 
 
@@ -39,9 +43,12 @@ def _median_seconds(fn, repeats: int) -> float:
 def bench_config(name: str, repeats: int) -> list[tuple[str, str, float]]:
     tokens, classes = CONFIGS[name]
     torch.manual_seed(0)
-    model = zegclip.build_zegclip(ZegCLIPConfig(
-        clip=ClipSpec(model="ViT-B-16", pretrained=None, quick_gelu=True),
-        num_prompt_tokens=tokens))
+    model = zegclip.build_zegclip(
+        ZegCLIPConfig(
+            clip=ClipSpec(model="ViT-B-16", pretrained=None, quick_gelu=True),
+            num_prompt_tokens=tokens,
+        )
+    )
     model.drop_text_tower()
     emb = torch.nn.functional.normalize(torch.randn(classes, 512), dim=-1)
     crop = torch.randn(1, 3, 512, 512)
@@ -64,7 +71,7 @@ def main() -> None:
     parser.add_argument("--configs", default="voc,coco")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"| config | input | ours (s) | official anchor (s) | ratio |")
+    print("| config | input | ours (s) | official anchor (s) | ratio |")
     print("|---|---|---|---|---|")
     for name in args.configs.split(","):
         for config, what, seconds in bench_config(name, args.repeats):

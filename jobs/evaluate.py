@@ -134,20 +134,25 @@ def evaluate_predictions(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--checkpoint", help="model checkpoint (ours or official .pth), path or URI")
     p.add_argument("--predictions", help="labelling-job output folder (Parquet), path or URI")
     p.add_argument("--classes", required=True, help="class names file, mask id order")
     p.add_argument("--unseen", default="", help="comma list or file; default: the checkpoint's")
-    p.add_argument("--data", help="images/ + masks/ folder or Parquet with image and mask "
-                   "columns, path or URI")
+    p.add_argument(
+        "--data", help="images/ + masks/ folder or Parquet with image and mask columns, path or URI"
+    )
     p.add_argument("--images", help="image folder (with --masks)")
     p.add_argument("--masks", help="ground-truth mask folder, same stems as the images")
     p.add_argument("--image-column", default="image", help="Parquet image column")
     p.add_argument("--mask-column", default="mask", help="Parquet mask column")
-    p.add_argument("--reduce-zero-label", action="store_true",
-                   help="id 0 is background: ignore it and shift the other ids down")
+    p.add_argument(
+        "--reduce-zero-label",
+        action="store_true",
+        help="id 0 is background: ignore it and shift the other ids down",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--limit", type=int, default=0, help="first N pairs only (0 = all)")
     p.add_argument("--json", help="also write the metrics as JSON here")

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # `python jobs/train.py` from the repo root
 import zegclip  # noqa: E402
 from zegclip.augment import AugmentConfig  # noqa: E402
 from zegclip.segdata import PairSource, folder_pairs, parquet_pairs  # noqa: E402
+from zegclip.text import load_text_embeddings  # noqa: E402
 from zegclip.train_state import (  # noqa: E402
     fetch_local,
     find_latest,
@@ -42,7 +43,6 @@ from zegclip.train_state import (  # noqa: E402
     save_model,
     save_training_checkpoint,
 )
-from zegclip.text import load_text_embeddings  # noqa: E402
 from zegclip.training import MaskLogits, TrainConfig, Trainer, seen_vector  # noqa: E402
 
 logger = logging.getLogger("jobs.train")
@@ -354,7 +354,7 @@ def validate(job: JobConfig) -> None:
 
 HELP = {
     "data": "folder with images/ and masks/ (same stems), or a Parquet file/prefix with image "
-            "and mask columns; local or URI",
+    "and mask columns; local or URI",
     "images": "image folder (use with --masks, e.g. CamVid's train/)",
     "masks": "mask folder, class ids in --classes order; 255 and ids >= #classes are ignored",
     "image_column": "Parquet image column (binary or Hugging Face Image struct)",
@@ -366,7 +366,7 @@ HELP = {
     "num_prompt_tokens": "deep prompt tokens per layer (official: VOC 10, COCO-Stuff 100)",
     "decoder_ffn_dim": "decoder feed-forward width (official 2048)",
     "text_embeddings": "precomputed (C, D) class embeddings .npy instead of encoding --classes "
-                       "(as the official configs' load_text_embedding)",
+    "(as the official configs' load_text_embedding)",
     "crop_size": "training crop (official 512)",
     "scale": "LONG,SHORT of the random rescale (ratio 0.5-2.0), official 2048,512",
     "max_iters": "total iterations, both phases (official VOC 20000)",
@@ -374,15 +374,18 @@ HELP = {
     "lr": "base AdamW learning rate (prompts and decoder use lr x --lr-mult)",
     "weight_decay": "AdamW weight decay (none on LayerNorm parameters)",
     "lr_mult": "learning-rate multiplier of prompts and decoder (official 10)",
-    "warmup_iters": "linear warm-up iterations", "warmup_ratio": "warm-up start factor",
-    "min_lr": "poly schedule floor", "power": "poly schedule power",
+    "warmup_iters": "linear warm-up iterations",
+    "warmup_ratio": "warm-up start factor",
+    "min_lr": "poly schedule floor",
+    "power": "poly schedule power",
     "self_train_from": "iteration where transductive self-training starts (all classes as "
-                       "queries, pseudo-labels on unseen-class pixels); unset = inductive only",
+    "queries, pseudo-labels on unseen-class pixels); unset = inductive only",
     "schedule_iters": "length of the inductive phase's poly schedule (default --max-iters)",
     "seed": "seed of initialisation, data order, augmentation and dropout",
     "precision": "autocast dtype on GPU: bf16, fp16 or fp32 (CPU always fp32)",
     "checkpoint_every": "iterations between checkpoints (model + optimiser/schedule/data state)",
-    "log_every": "iterations between log lines", "load_threads": "threads decoding/augmenting",
+    "log_every": "iterations between log lines",
+    "load_threads": "threads decoding/augmenting",
     "resume": "continue exactly from the latest checkpoint under --output",
     "num_workers": "Ray Train workers (DDP); 0 = run in this process without Ray",
     "use_gpu": "one GPU per Ray Train worker",
@@ -391,8 +394,9 @@ HELP = {
 
 def parse_args(argv: list[str] | None = None) -> JobConfig:
     """Command line -> :class:`JobConfig`."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     defaults = JobConfig(classes="", output="")
     p.add_argument("--classes", required=True, help="vocabulary file (zegclip.vocab format)")
     p.add_argument("--output", required=True, help="folder or URI for checkpoints")
@@ -411,8 +415,9 @@ def parse_args(argv: list[str] | None = None) -> JobConfig:
         kind = int if isinstance(value, int) else float if isinstance(value, float) else str
         if field.name in ("self_train_from", "schedule_iters"):
             kind = int
-        p.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=value,
-                       help=HELP[field.name])
+        p.add_argument(
+            f"--{field.name.replace('_', '-')}", type=kind, default=value, help=HELP[field.name]
+        )
     args = vars(p.parse_args(argv))
     args["scale"] = tuple(int(v) for v in args["scale"].split(","))
     return JobConfig(**args)

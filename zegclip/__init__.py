@@ -33,8 +33,23 @@ from .registry import load_model  # noqa: E402
 from .vocab import Vocabulary, VocabularyError, load_vocabulary  # noqa: E402
 
 __all__ = [
-    "CheckpointError", "ClipSpec", "LabelerSpec", "Prediction", "SegPredictor", "Vocabulary",
-    "VocabularyError", "ZegCLIP", "ZegCLIPConfig", "build_predictor", "build_zegclip",
-    "check_spec", "count_trainable", "describe", "encode_vocabulary_for", "load_model",
-    "load_vocabulary", "preprocess", "save_checkpoint",
+    "CheckpointError",
+    "ClipSpec",
+    "LabelerSpec",
+    "Prediction",
+    "SegPredictor",
+    "Vocabulary",
+    "VocabularyError",
+    "ZegCLIP",
+    "ZegCLIPConfig",
+    "build_predictor",
+    "build_zegclip",
+    "check_spec",
+    "count_trainable",
+    "describe",
+    "encode_vocabulary_for",
+    "load_model",
+    "load_vocabulary",
+    "preprocess",
+    "save_checkpoint",
 ]

@@ -35,7 +35,9 @@ class PromptedViT(nn.Module):
     def __init__(self, visual: VisionTransformer, num_tokens: int, *, dropout: float = 0.1):
         super().__init__()
         if not getattr(visual.transformer, "batch_first", True):
-            raise ValueError("PromptedViT needs open_clip's batch-first transformer (open_clip 3.x)")
+            raise ValueError(
+                "PromptedViT needs open_clip's batch-first transformer (open_clip 3.x)"
+            )
         self.visual = visual
         width = visual.conv1.out_channels
         num_layers = len(visual.transformer.resblocks)

@@ -15,8 +15,9 @@ from .model import ZegCLIP
 logger = logging.getLogger(__name__)
 
 
-def build_zegclip(config: ZegCLIPConfig, *, load_clip_weights: bool = True,
-                  with_text: bool = True) -> ZegCLIP:
+def build_zegclip(
+    config: ZegCLIPConfig, *, load_clip_weights: bool = True, with_text: bool = True
+) -> ZegCLIP:
     """Build ZegCLIP in eval mode; CLIP frozen, prompts and head trainable.
 
     Args:
@@ -37,7 +38,9 @@ def build_zegclip(config: ZegCLIPConfig, *, load_clip_weights: bool = True,
         dropout=config.dropout,
     )
     model = ZegCLIP(
-        config, backbone, head,
+        config,
+        backbone,
+        head,
         text=clip if with_text else None,
         tokenizer=tokenizer_for(config.clip) if with_text else None,
     )

@@ -52,14 +52,19 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, embed_clip: bool = Fa
     tensors = dict(model.trainable_state_dict())
     if embed_clip:
         tensors.update(clip_state_dict(model))
-    meta = {"format": FORMAT_TAG, "zegclip_config": json.dumps(model.config.to_dict()),
-            "embeds_clip": json.dumps(embed_clip)}
+    meta = {
+        "format": FORMAT_TAG,
+        "zegclip_config": json.dumps(model.config.to_dict()),
+        "embeds_clip": json.dumps(embed_clip),
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=meta
+        )
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -125,8 +130,8 @@ def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 def load_clip_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load embedded CLIP weights (``clip.*``) into the backbone ViT and the text tower."""
     visual_prefix = f"{CLIP_PREFIX}visual."
-    visual = {k[len(visual_prefix):]: v for k, v in state.items() if k.startswith(visual_prefix)}
-    text = {k[len(CLIP_PREFIX):]: v for k, v in state.items() if not k.startswith(visual_prefix)}
+    visual = {k[len(visual_prefix) :]: v for k, v in state.items() if k.startswith(visual_prefix)}
+    text = {k[len(CLIP_PREFIX) :]: v for k, v in state.items() if not k.startswith(visual_prefix)}
     _check_keys("CLIP vision", model.clip_visual.state_dict(), visual)
     model.clip_visual.load_state_dict(visual)
     if model.text is not None:
@@ -135,15 +140,23 @@ def load_clip_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         model.text.load_state_dict(text, strict=False)
 
 
-def _check_keys(what: str, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
-                optional: set[str] = frozenset()) -> None:
+def _check_keys(
+    what: str,
+    expected: dict[str, torch.Tensor],
+    got: dict[str, torch.Tensor],
+    optional: set[str] = frozenset(),
+) -> None:
     missing = sorted(set(expected) - set(got) - optional)
     unexpected = sorted(set(got) - set(expected))
     shapes = sorted(k for k in set(expected) & set(got) if expected[k].shape != got[k].shape)
     if missing or unexpected or shapes:
         detail = "; ".join(
             f"{name}: {keys[:6]}{' ...' if len(keys) > 6 else ''}"
-            for name, keys in (("missing", missing), ("unexpected", unexpected),
-                               ("shape mismatch", shapes)) if keys
+            for name, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", shapes),
+            )
+            if keys
         )
         raise CheckpointError(f"{what} weights do not match the model config ({detail})")

@@ -1,7 +1,7 @@
 """``zegclip`` command line: segment a few images, convert the authors' checkpoints.
 
-    zegclip segment IMG... --vocab vocab.txt --out DIR [--checkpoint CKPT]
-    zegclip convert-official IN.pth OUT.safetensors --seen-classes voc|coco|FILE
+zegclip segment IMG... --vocab vocab.txt --out DIR [--checkpoint CKPT]
+zegclip convert-official IN.pth OUT.safetensors --seen-classes voc|coco|FILE
 """
 
 from __future__ import annotations
@@ -34,34 +34,63 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zegclip", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="zegclip", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(required=True)
-    _add_segment(sub.add_parser("segment", help="label images with a vocabulary",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter))
-    _add_convert(sub.add_parser("convert-official", help="convert an official ZegCLIP .pth",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    _add_segment(
+        sub.add_parser(
+            "segment",
+            help="label images with a vocabulary",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+    )
+    _add_convert(
+        sub.add_parser(
+            "convert-official",
+            help="convert an official ZegCLIP .pth",
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+    )
     return parser
 
 
 def _add_segment(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="image files (jpg, png, webp, bmp, tiff)")
-    p.add_argument("--vocab", required=True, help="vocabulary file: one class per line, "
-                   "comma-separated synonyms, # comments")
+    p.add_argument(
+        "--vocab",
+        required=True,
+        help="vocabulary file: one class per line, comma-separated synonyms, # comments",
+    )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--checkpoint", help="ZegCLIP/ZegOT checkpoint (ours or official .pth), path "
-                   "or URI; omit for training-free frozen-CLIP mode")
-    p.add_argument("--method", default=DEFAULT_METHOD, help="training-free variant "
-                   "(maskclip, sclip, clearclip, naclip) when no --checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        help="ZegCLIP/ZegOT checkpoint (ours or official .pth), path "
+        "or URI; omit for training-free frozen-CLIP mode",
+    )
+    p.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        help="training-free variant (maskclip, sclip, clearclip, naclip) when no --checkpoint",
+    )
     p.add_argument("--clip-model", default="ViT-B-16", help="open_clip model (training-free)")
     p.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag")
     p.add_argument("--clip-weights", help="CLIP weights file or URI (offline machines)")
-    p.add_argument("--templates", help="template set (single, zegclip15, imagenet80) or file; "
-                   "default: the model's own")
-    p.add_argument("--background", default="", help="comma-separated background words whose "
-                   "pixels become unlabelled")
-    p.add_argument("--min-score", type=float, help="best-class score under which a pixel is "
-                   "unlabelled (255); default: the model's (ZegCLIP 0.5)")
+    p.add_argument(
+        "--templates",
+        help="template set (single, zegclip15, imagenet80) or file; default: the model's own",
+    )
+    p.add_argument(
+        "--background",
+        default="",
+        help="comma-separated background words whose pixels become unlabelled",
+    )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        help="best-class score under which a pixel is "
+        "unlabelled (255); default: the model's (ZegCLIP 0.5)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (CUDA autocast)")
     p.set_defaults(run=_run_segment)
@@ -70,18 +99,29 @@ def _add_segment(p: argparse.ArgumentParser) -> None:
 def _add_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="the authors' mmseg checkpoint (.pth)")
     p.add_argument("output", help="output .safetensors file (CLIP weights embedded)")
-    p.add_argument("--seen-classes", required=True, help="voc, coco, or a vocabulary file "
-                   "listing the training (seen) classes")
-    p.add_argument("--templates", help="template set or file; default single for VOC-style "
-                   "(<= 20 prompt tokens) checkpoints, zegclip15 otherwise")
+    p.add_argument(
+        "--seen-classes",
+        required=True,
+        help="voc, coco, or a vocabulary file listing the training (seen) classes",
+    )
+    p.add_argument(
+        "--templates",
+        help="template set or file; default single for VOC-style "
+        "(<= 20 prompt tokens) checkpoints, zegclip15 otherwise",
+    )
     p.set_defaults(run=_run_convert)
 
 
 def _run_segment(args: argparse.Namespace) -> int:
     spec = LabelerSpec(
-        checkpoint=args.checkpoint, clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained, clip_weights=args.clip_weights, method=args.method,
-        templates=args.templates, min_score=args.min_score, device=args.device,
+        checkpoint=args.checkpoint,
+        clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained,
+        clip_weights=args.clip_weights,
+        method=args.method,
+        templates=args.templates,
+        min_score=args.min_score,
+        device=args.device,
         precision=args.precision,
         background=tuple(w.strip() for w in args.background.split(",") if w.strip()),
     )
@@ -143,11 +183,22 @@ def class_statistics(pred: Prediction, vocab: Vocabulary) -> dict:
         pixels = int(pred.class_counts[idx])
         if pixels:
             conf = float(pred.confidence[pred.label_map == idx].mean())
-            classes.append({"id": idx, "name": name, "pixels": pixels,
-                            "fraction": pixels / total, "mean_confidence": conf})
+            classes.append(
+                {
+                    "id": idx,
+                    "name": name,
+                    "pixels": pixels,
+                    "fraction": pixels / total,
+                    "mean_confidence": conf,
+                }
+            )
     unlabelled = total - int(pred.class_counts.sum())
-    return {"height": pred.label_map.shape[0], "width": pred.label_map.shape[1],
-            "unlabelled_pixels": unlabelled, "classes": classes}
+    return {
+        "height": pred.label_map.shape[0],
+        "width": pred.label_map.shape[1],
+        "unlabelled_pixels": unlabelled,
+        "classes": classes,
+    }
 
 
 def _run_convert(args: argparse.Namespace) -> int:

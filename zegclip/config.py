@@ -20,8 +20,8 @@ class ClipSpec:
         pretrained: open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``), a local path or an
             fsspec URI (``s3://``, ``gs://``) of open_clip-format weights; None = weights come from
             the checkpoint itself (embedded) or random init (tests only).
-        config: explicit open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``); set by
-            the official-checkpoint converter, which infers it from tensor shapes.
+        config: explicit open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``);
+            set by the official-checkpoint converter, which infers it from tensor shapes.
         quick_gelu: OpenAI CLIP weights use QuickGELU; None derives it from the pretrained tag.
         image_size: ViT input size; the positional grid is resized to it (ZegCLIP: 512).
     """

@@ -66,15 +66,15 @@ def map_official_keys(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     clip, trainable, unknown = {}, {}, []
     for key, value in state.items():
         if key.startswith("backbone."):
-            rest = key[len("backbone."):]
+            rest = key[len("backbone.") :]
             if _PROMPT_KEY.match(rest):
                 trainable[f"backbone.{rest}"] = value
             else:
                 clip[f"{CLIP_PREFIX}visual.{rest}"] = value
         elif key.startswith("text_encoder."):
-            clip[f"{CLIP_PREFIX}{key[len('text_encoder.'):]}"] = value
+            clip[f"{CLIP_PREFIX}{key[len('text_encoder.') :]}"] = value
         elif key.startswith("decode_head.q_proj."):
-            trainable["head.relation." + key[len("decode_head."):]] = value
+            trainable["head.relation." + key[len("decode_head.") :]] = value
         elif match := _HEAD_LAYER.match(key):
             trainable[f"head.layers.{match.group(1)}.{match.group(2)}"] = value
         elif not _DROPPED.match(key):
@@ -87,8 +87,12 @@ def map_official_keys(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     return clip, trainable
 
 
-def infer_config(state: dict[str, torch.Tensor], *, seen_classes: tuple[str, ...] = (),
-                 templates: tuple[str, ...] = SINGLE) -> ZegCLIPConfig:
+def infer_config(
+    state: dict[str, torch.Tensor],
+    *,
+    seen_classes: tuple[str, ...] = (),
+    templates: tuple[str, ...] = SINGLE,
+) -> ZegCLIPConfig:
     """Architecture from tensor shapes.
 
     Raises:
@@ -96,8 +100,13 @@ def infer_config(state: dict[str, torch.Tensor], *, seen_classes: tuple[str, ...
     """
     try:
         return ZegCLIPConfig(
-            clip=ClipSpec(model="ViT-B-16", pretrained=None, config=_clip_config(state),
-                          quick_gelu=True, image_size=_image_size(state)),
+            clip=ClipSpec(
+                model="ViT-B-16",
+                pretrained=None,
+                config=_clip_config(state),
+                quick_gelu=True,
+                image_size=_image_size(state),
+            ),
             num_prompt_tokens=state["backbone.prompt_embeddings"].shape[1],
             decoder_layers=_count(state, r"decode_head\.decoder_1\.layers\.(\d+)\.linear1\.weight"),
             decoder_heads=state["decode_head.q_proj.weight"].shape[0] // 64,
@@ -106,7 +115,9 @@ def infer_config(state: dict[str, torch.Tensor], *, seen_classes: tuple[str, ...
             templates=templates,
         )
     except KeyError as e:
-        raise CheckpointError(f"official checkpoint lacks {e}; cannot infer the architecture") from e
+        raise CheckpointError(
+            f"official checkpoint lacks {e}; cannot infer the architecture"
+        ) from e
 
 
 def _image_size(state: dict[str, torch.Tensor]) -> int:
@@ -142,8 +153,12 @@ def _clip_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     }
 
 
-def convert_official(path: str | Path, *, seen_classes: tuple[str, ...] = (),
-                     templates: tuple[str, ...] | None = None) -> ZegCLIP:
+def convert_official(
+    path: str | Path,
+    *,
+    seen_classes: tuple[str, ...] = (),
+    templates: tuple[str, ...] | None = None,
+) -> ZegCLIP:
     """Official ``.pth`` -> ZegCLIP (CPU, eval) with CLIP weights taken from the file.
 
     Args:

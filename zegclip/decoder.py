@@ -49,13 +49,19 @@ class CrossAttention(nn.Module):
         b, n, d = x.shape
         return x.reshape(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)  # (B, h, n, dh)
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: queries (B, N, D); memory (B, L, D).
 
         Returns:
             attended (B, N, D) and mask logits (B, N, L) averaged over heads, before softmax.
         """
-        q, k, v = self._heads(self.q(queries)), self._heads(self.k(memory)), self._heads(self.v(memory))
+        q, k, v = (
+            self._heads(self.q(queries)),
+            self._heads(self.k(memory)),
+            self._heads(self.v(memory)),
+        )
         logits = (q @ k.transpose(-2, -1)) * self.scale  # (B, h, N, L)
         attn = self.attn_drop(logits.softmax(dim=-1))
         out = (attn @ v).transpose(1, 2).reshape(queries.shape)
@@ -76,8 +82,14 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, queries: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: queries (B, N, D); memory (B, L, D). Returns queries (B, N, D), logits (B, N, L)."""
+    def forward(
+        self, queries: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: queries (B, N, D); memory (B, L, D).
+
+        Returns:
+            queries (B, N, D) and mask logits (B, N, L).
+        """
         attended, logits = self.multihead_attn(queries, memory)
         x = self.norm2(queries + self.dropout2(attended))
         x = self.norm3(x + self.dropout3(self.linear2(self.dropout(self.linear1(x).relu()))))
@@ -93,16 +105,24 @@ class SegHead(nn.Module):
         dropout: decoder dropout.
     """
 
-    def __init__(self, dim: int, *, num_layers: int = 3, num_heads: int = 8, ffn_dim: int = 2048,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_layers: int = 3,
+        num_heads: int = 8,
+        ffn_dim: int = 2048,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.relation = RelationshipDescriptor(dim)
         self.layers = nn.ModuleList(
             DecoderLayer(dim, num_heads, ffn_dim, dropout=dropout) for _ in range(num_layers)
         )
 
-    def forward(self, global_emb: torch.Tensor, patch_emb: torch.Tensor,
-                text_emb: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, global_emb: torch.Tensor, patch_emb: torch.Tensor, text_emb: torch.Tensor
+    ) -> torch.Tensor:
         """Args: global_emb (B, D); patch_emb (B, D, h, w); text_emb (N, D).
 
         Returns:

@@ -24,8 +24,10 @@ logger = logging.getLogger(__name__)
 
 def embedding_key(model_identity: dict, names: Sequence[str], templates: Sequence[str]) -> str:
     """sha256 over a JSON of the model identity, the row names and the templates."""
-    blob = json.dumps({"model": model_identity, "names": list(names),
-                       "templates": list(templates)}, sort_keys=True)
+    blob = json.dumps(
+        {"model": model_identity, "names": list(names), "templates": list(templates)},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -35,8 +37,9 @@ def file_identity(path: str | Path) -> dict:
     return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def cached_embeddings(key: str, compute: Callable[[], np.ndarray], *,
-                      cache_dir: str | None = None) -> np.ndarray:
+def cached_embeddings(
+    key: str, compute: Callable[[], np.ndarray], *, cache_dir: str | None = None
+) -> np.ndarray:
     """Return the cached array for ``key`` or compute, store and return it.
 
     A corrupt cache file is ignored and rewritten.

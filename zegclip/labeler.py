@@ -68,8 +68,9 @@ class LabelerSpec:
             return spec
         from .clip import uses_quick_gelu
 
-        return ClipSpec(model=self.clip_model, pretrained=self.clip_weights,
-                        quick_gelu=uses_quick_gelu(spec))
+        return ClipSpec(
+            model=self.clip_model, pretrained=self.clip_weights, quick_gelu=uses_quick_gelu(spec)
+        )
 
 
 def resolve_device(device: str) -> torch.device:
@@ -128,8 +129,9 @@ def model_identity(spec: LabelerSpec) -> dict[str, Any]:
     return identity
 
 
-def encode_vocabulary_for(spec: LabelerSpec, vocab: Vocabulary, *,
-                          use_cache: bool = True) -> np.ndarray:
+def encode_vocabulary_for(
+    spec: LabelerSpec, vocab: Vocabulary, *, use_cache: bool = True
+) -> np.ndarray:
     """(S, ...) float32 embeddings of every synonym and background word; once per run.
 
     Shape (S, D) for ZegCLIP and training-free mode; families with several prompts per class
@@ -161,11 +163,20 @@ def build_predictor(spec: LabelerSpec, vocab: Vocabulary, text_emb: np.ndarray) 
         raise ValueError(f"{text_emb.shape[0]} embeddings for {len(names)} vocabulary rows")
     seen = model.seen_mask(names)
     min_score = spec.min_score if spec.min_score is not None else model.default_min_score
-    return SegPredictor(model, text_emb, index, len(vocab), seen=seen, min_score=min_score,
-                        device=device, precision=spec.precision)
+    return SegPredictor(
+        model,
+        text_emb,
+        index,
+        len(vocab),
+        seen=seen,
+        min_score=min_score,
+        device=device,
+        precision=spec.precision,
+    )
 
 
 def describe(spec: LabelerSpec) -> dict[str, Any]:
     """JSON-ready model description for run metadata; URIs lose any userinfo and query string."""
-    return {k: redact_uri(v) if isinstance(v, str) else v
-            for k, v in dataclasses.asdict(spec).items()}
+    return {
+        k: redact_uri(v) if isinstance(v, str) else v for k, v in dataclasses.asdict(spec).items()
+    }

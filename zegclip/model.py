@@ -41,8 +41,15 @@ class ZegCLIP(nn.Module):
         tokenizer: the text tower's tokenizer.
     """
 
-    def __init__(self, config: ZegCLIPConfig, backbone: PromptedViT, head: SegHead, *,
-                 text: CLIP | None = None, tokenizer: Tokenizer | None = None):
+    def __init__(
+        self,
+        config: ZegCLIPConfig,
+        backbone: PromptedViT,
+        head: SegHead,
+        *,
+        text: CLIP | None = None,
+        tokenizer: Tokenizer | None = None,
+    ):
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -76,8 +83,9 @@ class ZegCLIP(nn.Module):
         self.text = None
 
     @torch.no_grad()
-    def encode_vocabulary(self, names: Sequence[str],
-                          templates: Sequence[str] | None = None) -> torch.Tensor:
+    def encode_vocabulary(
+        self, names: Sequence[str], templates: Sequence[str] | None = None
+    ) -> torch.Tensor:
         """Class names to (C, D) float32 L2-normalised embeddings (templates averaged).
 
         Raises:
@@ -101,15 +109,16 @@ class ZegCLIP(nn.Module):
         return self.head(global_emb, patch_emb, text_emb.to(images.device))
 
     def preprocess(self, image) -> torch.Tensor:
-        """HWC uint8 RGB -> (1, 3, H, W): official resize (short side) and ImageNet normalisation."""
+        """HWC uint8 RGB -> (1, 3, H, W): official short-side resize, ImageNet normalisation."""
         return preprocess(image, self.config.short_side)
 
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """Sliding windows (y1, y2, x1, x2) of :meth:`slide_scores`."""
         return slide_windows(height, width, self.config.crop_size, self.config.stride)
 
-    def crop_scores(self, crop: torch.Tensor, text_emb: torch.Tensor,
-                    seen: torch.Tensor | None = None) -> torch.Tensor:
+    def crop_scores(
+        self, crop: torch.Tensor, text_emb: torch.Tensor, seen: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Sigmoid scores of one crop at the crop's size, seen classes shifted down.
 
         Args:
@@ -127,12 +136,14 @@ class ZegCLIP(nn.Module):
             shift = seen.to(scores.device, scores.dtype).view(1, -1, 1, 1) * self.config.seen_shift
             scores = scores - shift
         if scores.shape[-2:] != crop.shape[-2:]:
-            scores = F.interpolate(scores, size=crop.shape[-2:], mode="bilinear",
-                                   align_corners=False)
+            scores = F.interpolate(
+                scores, size=crop.shape[-2:], mode="bilinear", align_corners=False
+            )
         return scores
 
-    def slide_scores(self, images: torch.Tensor, text_emb: torch.Tensor, *,
-                     seen: torch.Tensor | None = None) -> torch.Tensor:
+    def slide_scores(
+        self, images: torch.Tensor, text_emb: torch.Tensor, *, seen: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """mmseg sliding-window inference (crop 512, stride 426), averaging per-crop scores.
 
         Args:

@@ -30,8 +30,9 @@ class DenseScorer(Protocol):
         """Sliding windows (y1, y2, x1, x2) over a preprocessed image."""
         ...
 
-    def crop_scores(self, crops: torch.Tensor, text_emb: torch.Tensor,
-                    seen: torch.Tensor | None) -> torch.Tensor:
+    def crop_scores(
+        self, crops: torch.Tensor, text_emb: torch.Tensor, seen: torch.Tensor | None
+    ) -> torch.Tensor:
         """(N, 3, h, w) crops -> (N, S, h, w) float32 scores in [0, 1] (any monotone score)."""
         ...
 
@@ -71,10 +72,19 @@ class SegPredictor:
         max_crops: crops per forward pass (bounds activation memory).
     """
 
-    def __init__(self, scorer: DenseScorer, text_emb: np.ndarray | torch.Tensor,
-                 synonym_index: np.ndarray, num_classes: int, *, seen: np.ndarray | None = None,
-                 min_score: float | None = None, device: str | torch.device = "cpu",
-                 precision: str = "fp32", max_crops: int = 8):
+    def __init__(
+        self,
+        scorer: DenseScorer,
+        text_emb: np.ndarray | torch.Tensor,
+        synonym_index: np.ndarray,
+        num_classes: int,
+        *,
+        seen: np.ndarray | None = None,
+        min_score: float | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        max_crops: int = 8,
+    ):
         self.scorer = scorer
         self.device = torch.device(device)
         self.text_emb = torch.as_tensor(np.asarray(text_emb), dtype=torch.float32).to(self.device)
@@ -136,8 +146,11 @@ class SegPredictor:
         dtype = np.uint8 if self.ignore_index == 255 else np.uint16
         label_map = labels.numpy().astype(dtype)
         counts = np.bincount(label_map[~unlabelled.numpy()].ravel(), minlength=self.num_classes)
-        return Prediction(label_map, confidence.numpy().astype(np.float32),
-                          counts[: self.num_classes].astype(np.int64))
+        return Prediction(
+            label_map,
+            confidence.numpy().astype(np.float32),
+            counts[: self.num_classes].astype(np.int64),
+        )
 
 
 def _reduce_rows(scores: torch.Tensor, index: torch.Tensor, num_out: int) -> torch.Tensor:

@@ -40,8 +40,13 @@ def local_path(path_or_uri: str | Path, *, flag: str = "--checkpoint") -> Path:
     return path
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", *, with_text: bool = True,
-               seen_classes: tuple[str, ...] = ()) -> nn.Module:
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    with_text: bool = True,
+    seen_classes: tuple[str, ...] = (),
+) -> nn.Module:
     """Load a ZegCLIP-family model in eval mode.
 
     Args:

@@ -309,8 +309,9 @@ class MaskLogits(nn.Module):
         text_emb: (C, ...) fixed embeddings; None for models that learn their text prompts.
     """
 
-    def __init__(self, model: nn.Module, names: Sequence[str],
-                 text_emb: torch.Tensor | None = None):
+    def __init__(
+        self, model: nn.Module, names: Sequence[str], text_emb: torch.Tensor | None = None
+    ):
         super().__init__()
         self.model = model
         self.names = list(names)

@@ -110,9 +110,16 @@ class ZegOT(nn.Module):
         tokenizer: the text tower's tokenizer.
     """
 
-    def __init__(self, config: ZegOTConfig, visual: VisionTransformer, prompts: PromptContexts,
-                 align: DeepAlignment, *, text: CLIP | None = None,
-                 tokenizer: Tokenizer | None = None):
+    def __init__(
+        self,
+        config: ZegOTConfig,
+        visual: VisionTransformer,
+        prompts: PromptContexts,
+        align: DeepAlignment,
+        *,
+        text: CLIP | None = None,
+        tokenizer: Tokenizer | None = None,
+    ):
         super().__init__()
         self.config = config
         self.visual = visual
@@ -155,8 +162,9 @@ class ZegOT(nn.Module):
         """Free the text tower in replicas that only consume precomputed embeddings."""
         self.text = None
 
-    def encode_vocabulary(self, names: Sequence[str],
-                          templates: Sequence[str] | None = None) -> torch.Tensor:
+    def encode_vocabulary(
+        self, names: Sequence[str], templates: Sequence[str] | None = None
+    ) -> torch.Tensor:
         """Class names to (C, N, D) float32 embeddings, one L2-normalised row per context set.
 
         Differentiable in train mode (``model.train()``, grad enabled): training calls it every
@@ -228,12 +236,15 @@ class ZegOT(nn.Module):
             shape = tuple(text_emb.shape)
             raise ValueError(f"ZegOT needs (C, {n}, D) class embeddings, got {shape}")
         text_emb = text_emb.to(images.device)
-        scores = [self._layer_score(i, g, p, text_emb)
-                  for i, (g, p) in enumerate(self.encode_layers(images))]
+        scores = [
+            self._layer_score(i, g, p, text_emb)
+            for i, (g, p) in enumerate(self.encode_layers(images))
+        ]
         return self.align.combine(scores, n)
 
-    def _layer_score(self, layer: int, global_emb: torch.Tensor, patches: torch.Tensor,
-                     text_emb: torch.Tensor) -> torch.Tensor:
+    def _layer_score(
+        self, layer: int, global_emb: torch.Tensor, patches: torch.Tensor, text_emb: torch.Tensor
+    ) -> torch.Tensor:
         """OT-refined score map of one block: (B, C, h, w) in [-N, N]."""
         b, _, h, w = patches.shape
         with torch.autocast(patches.device.type, enabled=False):  # OT needs float32 similarities
@@ -258,8 +269,9 @@ def resolve_layers(layers: Sequence[int], depth: int) -> tuple[int, ...]:
     return tuple(sorted(resolved))
 
 
-def build_zegot(config: ZegOTConfig, *, load_clip_weights: bool = True,
-                with_text: bool = True) -> ZegOT:
+def build_zegot(
+    config: ZegOTConfig, *, load_clip_weights: bool = True, with_text: bool = True
+) -> ZegOT:
     """Build ZegOT in eval mode; both CLIP towers frozen, contexts and alignment trainable.
 
     Args:
@@ -272,16 +284,24 @@ def build_zegot(config: ZegOTConfig, *, load_clip_weights: bool = True,
     check_text_tower(clip)
     visual = clip.visual
     clip.visual = nn.Identity()  # the text tower stays in ``clip``
-    prompts = PromptContexts(config.num_prompts, config.num_context_tokens,
-                             clip.token_embedding.weight.shape[1])
+    prompts = PromptContexts(
+        config.num_prompts, config.num_context_tokens, clip.token_embedding.weight.shape[1]
+    )
     tokenizer = tokenizer_for(config.clip)
     prompts.init_from_words(clip, tokenizer)
     align = DeepAlignment(visual.proj.shape[1], len(config.layers))
-    model = ZegOT(config, visual, prompts, align, text=clip if with_text else None,
-                  tokenizer=tokenizer if with_text else None)
+    model = ZegOT(
+        config,
+        visual,
+        prompts,
+        align,
+        text=clip if with_text else None,
+        tokenizer=tokenizer if with_text else None,
+    )
     logger.info(
         "ZegOT built: %s trainable parameters (prompts %s, alignment %s)",
-        f"{count_trainable(model):,}", f"{count_trainable(prompts):,}",
+        f"{count_trainable(model):,}",
+        f"{count_trainable(prompts):,}",
         f"{count_trainable(align):,}",
     )
     return model.eval()

@@ -21,8 +21,14 @@ from .text import Tokenizer
 
 # Prefixes of OTSeg's hand-written templates; each is 4 BPE tokens long.
 CONTEXT_INIT = (
-    "a photo of a", "a portrait of a", "a part of a", "a segment of a",
-    "a photo of small", "a photo of medium", "a photo of large", "a background of a",
+    "a photo of a",
+    "a portrait of a",
+    "a part of a",
+    "a segment of a",
+    "a photo of small",
+    "a photo of medium",
+    "a photo of large",
+    "a background of a",
 )
 PLACEHOLDER = "X"  # one BPE token; its embeddings are replaced by the learned contexts
 
@@ -102,11 +108,14 @@ class PromptContexts(nn.Module):
         length = int(eot.max()) + 1
         tok = text.token_embedding(tokens[:, :length]).to(cast)  # (C, L, W)
         ctx = self.contexts.to(cast).unsqueeze(0).expand(c, n, m, width)
-        x = torch.cat([
-            tok[:, None, :1].expand(c, n, 1, width),
-            ctx,
-            tok[:, None, 1 + m :].expand(c, n, length - 1 - m, width),
-        ], dim=2).reshape(c * n, length, width)  # (C*N, L, W)
+        x = torch.cat(
+            [
+                tok[:, None, :1].expand(c, n, 1, width),
+                ctx,
+                tok[:, None, 1 + m :].expand(c, n, length - 1 - m, width),
+            ],
+            dim=2,
+        ).reshape(c * n, length, width)  # (C*N, L, W)
         x = x + text.positional_embedding[:length].to(cast)
         x = text.transformer(x, attn_mask=text.attn_mask[:length, :length])
         x = text.ln_final(x)

@@ -111,9 +111,23 @@ def test_tiny_model_learns_camvid_seen_classes(subset, tmp_path, caplog):
     names = zegclip.load_vocabulary(CLASSES).names
     emb_path = _distinct_embeddings(tmp_path / "camvid_emb.npy", len(names))
     caplog.set_level(logging.INFO, logger="jobs.train")
-    flags = _flags(images, masks, out, "--max-iters", "600", "--batch-size", "4",
-                   "--log-every", "20", "--checkpoint-every", "300", "--load-threads", "2",
-                   "--text-embeddings", emb_path)
+    flags = _flags(
+        images,
+        masks,
+        out,
+        "--max-iters",
+        "600",
+        "--batch-size",
+        "4",
+        "--log-every",
+        "20",
+        "--checkpoint-every",
+        "300",
+        "--load-threads",
+        "2",
+        "--text-embeddings",
+        emb_path,
+    )
     assert train.main(flags) == 0
     losses = [
         json.loads(r.getMessage().split(" ", 2)[2])["loss"]
@@ -128,7 +142,10 @@ def test_tiny_model_learns_camvid_seen_classes(subset, tmp_path, caplog):
     emb = load_text_embeddings(emb_path, len(names))
     miou, baseline = _seen_miou(model, images, masks, emb, seen)
     assert baseline < 0.06  # a constant labelling scores a few percent over 9 seen classes
-    print(f"loss {losses[0]:.2f} -> {np.mean(losses[-3:]):.2f}; seen mIoU {miou:.3f} vs {baseline:.3f}")
+    print(
+        f"loss {losses[0]:.2f} -> {np.mean(losses[-3:]):.2f}; "
+        f"seen mIoU {miou:.3f} vs {baseline:.3f}"
+    )
     assert miou > 4 * baseline and miou > 0.10, (miou, baseline)
 
 

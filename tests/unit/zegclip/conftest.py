@@ -15,8 +15,12 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 
 def tiny_config(**overrides) -> ZegCLIPConfig:
     """2-layer width-64 CLIP, 3-layer decoder with a 128-wide FFN, 4 prompt tokens."""
-    base = dict(clip=ClipSpec(model="tiny-test", pretrained=None), num_prompt_tokens=4,
-                decoder_ffn_dim=128, seen_classes=("car", "road"))
+    base = dict(
+        clip=ClipSpec(model="tiny-test", pretrained=None),
+        num_prompt_tokens=4,
+        decoder_ffn_dim=128,
+        seen_classes=("car", "road"),
+    )
     base.update(overrides)
     return ZegCLIPConfig(**base)
 

@@ -77,7 +77,9 @@ def test_checkpoint_without_clip_source_is_refused(tiny_model, tmp_path):
 def test_trainable_only_checkpoint_is_small_and_references_clip(tmp_path):
     model = zegclip.build_zegclip(tiny_config())
     stored = {k for k in model.trainable_state_dict()}
-    assert stored and all(k.startswith(("head.", "backbone.prompt", "backbone.deep")) for k in stored)
+    assert stored and all(
+        k.startswith(("head.", "backbone.prompt", "backbone.deep")) for k in stored
+    )
 
 
 def test_permuting_the_vocabulary_permutes_the_scores(tiny_model):

@@ -24,15 +24,19 @@ def _official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     r = lambda *shape, s=0.05: torch.randn(*shape, generator=g) * s  # noqa: E731
     sd = {
-        "backbone.class_embedding": r(W, s=0.5), "backbone.conv1.weight": r(W, 3, 16, 16),
-        "backbone.positional_embedding": r(1025, W, s=0.2), "backbone.proj": r(W, EMBED, s=0.1),
+        "backbone.class_embedding": r(W, s=0.5),
+        "backbone.conv1.weight": r(W, 3, 16, 16),
+        "backbone.positional_embedding": r(1025, W, s=0.2),
+        "backbone.proj": r(W, EMBED, s=0.1),
         "backbone.prompt_embeddings": r(1, TOKENS, W, s=0.5),
         "backbone.deep_prompt_embeddings": r(LAYERS - 1, TOKENS, W, s=0.5),
-        "backbone.prompt_proj.weight": r(W, W, s=0.1), "backbone.prompt_proj.bias": r(W),
+        "backbone.prompt_proj.weight": r(W, W, s=0.1),
+        "backbone.prompt_proj.bias": r(W),
         "text_encoder.token_embedding.weight": r(512, TEXT_W),  # small: text is not encoded here
         "text_encoder.positional_embedding": r(77, TEXT_W),
         "text_encoder.text_projection": r(TEXT_W, EMBED),
-        "decode_head.q_proj.weight": r(EMBED, 2 * EMBED, s=0.1), "decode_head.q_proj.bias": r(EMBED),
+        "decode_head.q_proj.weight": r(EMBED, 2 * EMBED, s=0.1),
+        "decode_head.q_proj.bias": r(EMBED),
         "decode_head.loss_decode.criterion.empty_weight": torch.ones(16),
     }
     for name in ("ln_pre", "ln_post", "prompt_norm"):
@@ -43,14 +47,22 @@ def _official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     for prefix, width, layers in (("backbone", W, LAYERS), ("text_encoder", TEXT_W, TEXT_LAYERS)):
         for i in range(layers):
             b = f"{prefix}.transformer.resblocks.{i}."
-            sd.update({
-                b + "attn.in_proj_weight": r(3 * width, width, s=0.1),
-                b + "attn.in_proj_bias": r(3 * width), b + "attn.out_proj.weight": r(width, width),
-                b + "attn.out_proj.bias": r(width), b + "ln_1.weight": 1 + r(width),
-                b + "ln_1.bias": r(width), b + "ln_2.weight": 1 + r(width), b + "ln_2.bias": r(width),
-                b + "mlp.c_fc.weight": r(4 * width, width), b + "mlp.c_fc.bias": r(4 * width),
-                b + "mlp.c_proj.weight": r(width, 4 * width), b + "mlp.c_proj.bias": r(width),
-            })
+            sd.update(
+                {
+                    b + "attn.in_proj_weight": r(3 * width, width, s=0.1),
+                    b + "attn.in_proj_bias": r(3 * width),
+                    b + "attn.out_proj.weight": r(width, width),
+                    b + "attn.out_proj.bias": r(width),
+                    b + "ln_1.weight": 1 + r(width),
+                    b + "ln_1.bias": r(width),
+                    b + "ln_2.weight": 1 + r(width),
+                    b + "ln_2.bias": r(width),
+                    b + "mlp.c_fc.weight": r(4 * width, width),
+                    b + "mlp.c_fc.bias": r(4 * width),
+                    b + "mlp.c_proj.weight": r(width, 4 * width),
+                    b + "mlp.c_proj.bias": r(width),
+                }
+            )
     for i in range(DEC_LAYERS):
         b = f"decode_head.decoder_1.layers.{i}."
         for lin in ("q", "k", "v", "proj"):
@@ -60,8 +72,14 @@ def _official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
         for norm in ("norm1", "norm2", "norm3"):
             sd[f"{b}{norm}.weight"] = 1 + r(EMBED)
             sd[f"{b}{norm}.bias"] = r(EMBED)
-        sd.update({b + "linear1.weight": r(FFN, EMBED), b + "linear1.bias": r(FFN),
-                   b + "linear2.weight": r(EMBED, FFN), b + "linear2.bias": r(EMBED)})
+        sd.update(
+            {
+                b + "linear1.weight": r(FFN, EMBED),
+                b + "linear1.bias": r(FFN),
+                b + "linear2.weight": r(EMBED, FFN),
+                b + "linear2.bias": r(EMBED),
+            }
+        )
     return sd
 
 
@@ -69,8 +87,9 @@ def _official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 def official(tmp_path_factory):
     sd = _official_state_dict()
     path = tmp_path_factory.mktemp("official") / "voc_inductive.pth"
-    torch.save({"meta": {"iter": 20000}, "state_dict": {f"module.{k}": v for k, v in sd.items()}},
-               path)
+    torch.save(
+        {"meta": {"iter": 20000}, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, path
+    )
     return sd, path
 
 
@@ -104,10 +123,10 @@ def reference_vision(sd, images):
     for i in range(LAYERS):
         if i > 0:
             deep = proj(sd["backbone.deep_prompt_embeddings"][i - 1])
-            x = torch.cat([x[:, :1], deep.expand(b, -1, -1), x[:, 1 + TOKENS:]], 1)
+            x = torch.cat([x[:, :1], deep.expand(b, -1, -1), x[:, 1 + TOKENS :]], 1)
         x = _clip_block(x, sd, f"backbone.transformer.resblocks.{i}.", W // 64)
     x = _ln(_ln(x, sd, "backbone.prompt_norm", 1e-6), sd, "backbone.ln_post") @ sd["backbone.proj"]
-    patches = x[:, -h * w:].transpose(1, 2).reshape(b, EMBED, h, w)
+    patches = x[:, -h * w :].transpose(1, 2).reshape(b, EMBED, h, w)
     return F.normalize(x[:, 0], dim=-1), F.normalize(patches, dim=1)
 
 

@@ -1,4 +1,4 @@
-"""SegPredictor semantics (min_score, synonyms, background, label dtype) and the CLI on real photos."""
+"""SegPredictor semantics (min_score, synonyms, background, dtype); the CLI on real photos."""
 
 from __future__ import annotations
 
@@ -74,8 +74,9 @@ def test_zegclip_min_score_default_and_override(tiny_checkpoint):
     image = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
     default = zegclip.build_predictor(spec, vocab, emb)
     assert default.min_score == 0.5
-    strict = zegclip.build_predictor(zegclip.LabelerSpec(checkpoint=str(tiny_checkpoint),
-                                                         min_score=1.0), vocab, emb)
+    strict = zegclip.build_predictor(
+        zegclip.LabelerSpec(checkpoint=str(tiny_checkpoint), min_score=1.0), vocab, emb
+    )
     assert (strict.predict([image])[0].label_map == 255).all()
 
 
@@ -103,9 +104,21 @@ def test_cli_segment_writes_index_overlay_and_stats(tiny_checkpoint, shared_data
     photos = _real_photos(shared_data, n=1)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
-    code = cli_main(["segment", *map(str, photos), str(bad), "--vocab", str(vocab), "--out",
-                     str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint),
-                     "--min-score", "0.45"])
+    code = cli_main(
+        [
+            "segment",
+            *map(str, photos),
+            str(bad),
+            "--vocab",
+            str(vocab),
+            "--out",
+            str(tmp_path / "out"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--min-score",
+            "0.45",
+        ]
+    )
     assert code == 1  # one input failed, the others were written
     for photo in photos:
         size = Image.open(photo).size
@@ -124,8 +137,18 @@ def test_cli_segment_writes_index_overlay_and_stats(tiny_checkpoint, shared_data
 def test_cli_reports_configuration_errors_with_exit_2(tmp_path, capsys):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("car\ncar\n")
-    code = cli_main(["segment", "x.jpg", "--vocab", str(vocab), "--out", str(tmp_path),
-                     "--checkpoint", str(tmp_path / "missing.safetensors")])
+    code = cli_main(
+        [
+            "segment",
+            "x.jpg",
+            "--vocab",
+            str(vocab),
+            "--out",
+            str(tmp_path),
+            "--checkpoint",
+            str(tmp_path / "missing.safetensors"),
+        ]
+    )
     assert code == 2 and "already appears on line 1" in capsys.readouterr().err
 
 

@@ -17,13 +17,16 @@ def test_parses_synonyms_comments_and_blank_lines():
     assert synonym_index(vocab).tolist() == [0, 0, 0, 1, 2]
 
 
-@pytest.mark.parametrize("lines, message", [
-    (["# nothing"], "no classes"),
-    (["car", "Car"], "already appears on line 1"),
-    (["car, road", "road"], "already appears"),
-    (["car,", "road"], "empty name"),
-    (["x" * 121], "keep names under 120"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (["# nothing"], "no classes"),
+        (["car", "Car"], "already appears on line 1"),
+        (["car, road", "road"], "already appears"),
+        (["car,", "road"], "empty name"),
+        (["x" * 121], "keep names under 120"),
+    ],
+)
 def test_rejects_bad_vocabularies_with_the_line(lines, message):
     with pytest.raises(VocabularyError, match=message):
         parse_vocabulary(lines, source="v.txt")

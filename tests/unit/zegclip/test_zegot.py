@@ -20,8 +20,12 @@ NAMES = ["car", "road", "sky", "tree", "building", "pole", "person"]
 
 def tiny_zegot_config(**overrides) -> ZegOTConfig:
     """2-block width-64 CLIP, both blocks aligned, 3 prompts of 4 context tokens."""
-    base = dict(clip=ClipSpec(model="tiny-test", pretrained=None), num_prompts=3,
-                layers=(-2, -1), seen_classes=("car", "road"))
+    base = dict(
+        clip=ClipSpec(model="tiny-test", pretrained=None),
+        num_prompts=3,
+        layers=(-2, -1),
+        seen_classes=("car", "road"),
+    )
     base.update(overrides)
     return ZegOTConfig(**base)
 
@@ -122,8 +126,9 @@ def test_checkpoint_round_trip(model: ZegOT, checkpoint: Path) -> None:
     with torch.inference_mode():
         emb = model.encode_vocabulary(NAMES)
         torch.testing.assert_close(loaded.encode_vocabulary(NAMES), emb, atol=0, rtol=0)
-        torch.testing.assert_close(loaded.mask_logits(x, emb), model.mask_logits(x, emb),
-                                   atol=0, rtol=0)
+        torch.testing.assert_close(
+            loaded.mask_logits(x, emb), model.mask_logits(x, emb), atol=0, rtol=0
+        )
     replica = zegclip.load_model(checkpoint, with_text=False)
     assert replica.text is None
     with pytest.raises(RuntimeError, match="no text tower"):
