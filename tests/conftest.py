@@ -23,6 +23,11 @@ if str(REPO_ROOT) not in sys.path:
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Weight and embedding caches go to a per-session folder, never the user's ~/.cache.
+if "ZEGCLIP_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["ZEGCLIP_CACHE"] = tempfile.mkdtemp(prefix="zegclip-test-cache-")
 
 
 def free_port() -> int:

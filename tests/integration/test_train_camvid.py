@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -149,23 +148,8 @@ def test_tiny_model_learns_camvid_seen_classes(subset, tmp_path, caplog):
     assert miou > 4 * baseline and miou > 0.10, (miou, baseline)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    import ray
-
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
-    )
-    yield ray
-    ray.shutdown()
-
-
-def test_ray_train_two_workers_writes_loadable_checkpoint(subset, tmp_path, local_ray):
+def test_ray_train_two_workers_writes_loadable_checkpoint(subset, tmp_path, ray_local):
+    """Uses the session Ray (repo on the workers' PYTHONPATH, so they import jobs.train)."""
     images, masks = subset
     out = tmp_path / "ray-run"
     flags = _flags(
