@@ -126,6 +126,7 @@ def make_spec(cfg: LabelJobConfig) -> Any:
         clip_weights=cfg.clip_weights,
         method=cfg.method,
         templates=cfg.templates,
+        background=tuple(w.strip() for w in (cfg.background or "").split(",") if w.strip()),
         min_score=cfg.min_score,
         device=cfg.device,
         precision=cfg.precision,
@@ -162,13 +163,17 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
     _init_local_ray()
     zegclip = _zegclip()
-    summary = run_label_job(
-        cfg,
-        functools.partial(zegclip.build_predictor, spec, vocab),
-        functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
-        model,
-        plan=plan,
-    )
+    try:
+        summary = run_label_job(
+            cfg,
+            functools.partial(zegclip.build_predictor, spec, vocab),
+            functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
+            model,
+            plan=plan,
+        )
+    except (zegclip.WeightsError, zegclip.CheckpointError) as e:  # raised before any image
+        logger.error("configuration error: %s", e)
+        return EXIT_CONFIG
     print(summary.table())
     if summary.error_rate > cfg.max_error_rate:
         logger.error(

@@ -38,6 +38,7 @@ class LabelJobConfig:
     max_image_pixels: int = 89_478_485  # PIL's own decompression-bomb threshold
     min_score: float | None = None
     templates: str | None = None
+    background: str | None = None
     overwrite: bool = False
     max_error_rate: float = 0.1
     limit: int | None = None
@@ -86,6 +87,7 @@ FIELD_HELP: dict[str, str] = {
     "max_image_pixels": "images with more pixels become error rows (decompression-bomb guard)",
     "min_score": "pixels whose best score is below this are unlabelled (default: model's)",
     "templates": "prompt template set or file (default: model's)",
+    "background": "comma-separated background words; pixels they win become unlabelled",
     "overwrite": "redo every shard, deleting earlier outputs under --output",
     "max_error_rate": "exit with code 3 when the fraction of error rows exceeds this",
     "limit": "process about this many images (whole shards, in listing order)",

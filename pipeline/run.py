@@ -213,11 +213,24 @@ def build_dataset(
 
 
 def _encode_vocabulary(encoder: VocabularyEncoder) -> np.ndarray:
-    """Run the encoder once; shape (S, ...) is the model's business (S rows >= 1)."""
-    embeddings = np.asarray(encoder(), dtype=np.float32)
+    """Run the encoder once, on a GPU when the cluster has one (a COCO-sized vocabulary with 80
+    templates is minutes of CPU, seconds of GPU), else on the driver.
+
+    Returns:
+        (S, ...) float32; the trailing shape is the model's business (S rows >= 1).
+    """
+    if ray.cluster_resources().get("GPU", 0) > 0:
+        embeddings = ray.get(ray.remote(num_gpus=1)(_call).remote(encoder))
+    else:
+        embeddings = encoder()
+    embeddings = np.asarray(embeddings, dtype=np.float32)
     if embeddings.ndim < 2 or embeddings.shape[0] < 1:
         raise ValueError(f"vocabulary embedding has shape {embeddings.shape}; expected (S, D...)")
     return embeddings
+
+
+def _call(fn: VocabularyEncoder) -> np.ndarray:
+    return fn()
 
 
 def _consume(

@@ -18,6 +18,7 @@ ensure_torchvision_importable()
 
 from .build import build_zegclip, count_trainable  # noqa: E402
 from .checkpoint import CheckpointError, save_checkpoint  # noqa: E402
+from .clip import WeightsError  # noqa: E402
 from .config import ClipSpec, ZegCLIPConfig  # noqa: E402
 from .labeler import (  # noqa: E402
     LabelerSpec,
@@ -40,6 +41,7 @@ __all__ = [
     "SegPredictor",
     "Vocabulary",
     "VocabularyError",
+    "WeightsError",
     "ZegCLIP",
     "ZegCLIPConfig",
     "build_predictor",
