@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -103,21 +104,37 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         return {k: f.get_tensor(k) for k in f.keys()}
 
 
-def load_zegclip_checkpoint(path: str | Path, *, with_text: bool = True) -> ZegCLIP:
-    """Rebuild a ZegCLIP from one of our checkpoints (CPU, eval mode).
+def load_family_checkpoint(
+    path: str | Path, config_cls: type, builder: Callable[..., nn.Module], *, with_text: bool = True
+) -> nn.Module:
+    """Rebuild a model of one family from one of our checkpoints (CPU, eval mode).
+
+    Args:
+        path: the ``.safetensors`` file.
+        config_cls: the family's config dataclass (``from_dict``).
+        builder: ``builder(config, load_clip_weights=..., with_text=...)``.
 
     Raises:
-        CheckpointError: header or tensors do not match the config.
+        CheckpointError: header, family or tensors do not match.
     """
     meta = read_header(path)
-    config = ZegCLIPConfig.from_dict(json.loads(meta["zegclip_config"]))
+    data = json.loads(meta["zegclip_config"])
+    family = config_cls.__dataclass_fields__["family"].default
+    if data.get("family", "zegclip") != family:
+        raise CheckpointError(f"{path} holds a '{data.get('family')}' model, not {family}")
+    config = config_cls.from_dict(data)
     embeds_clip = json.loads(meta.get("embeds_clip", "false"))
     tensors = load_tensors(path)
-    model = build_zegclip(config, load_clip_weights=not embeds_clip, with_text=with_text)
+    model = builder(config, load_clip_weights=not embeds_clip, with_text=with_text)
     if embeds_clip:
         load_clip_into(model, {k: v for k, v in tensors.items() if k.startswith(CLIP_PREFIX)})
     load_trainable(model, {k: v for k, v in tensors.items() if not k.startswith(CLIP_PREFIX)})
     return model.eval()
+
+
+def load_zegclip_checkpoint(path: str | Path, *, with_text: bool = True) -> ZegCLIP:
+    """Rebuild a ZegCLIP from one of our checkpoints (CPU, eval mode)."""
+    return load_family_checkpoint(path, ZegCLIPConfig, build_zegclip, with_text=with_text)
 
 
 def load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

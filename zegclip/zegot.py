@@ -27,7 +27,6 @@ expect.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -41,14 +40,7 @@ from torch import nn
 
 from .backbone import PromptedViT
 from .build import count_trainable
-from .checkpoint import (
-    CLIP_PREFIX,
-    CheckpointError,
-    load_clip_into,
-    load_tensors,
-    load_trainable,
-    read_header,
-)
+from .checkpoint import load_family_checkpoint
 from .clip import build_clip, tokenizer_for
 from .decoder import RelationshipDescriptor
 from .model import DEFAULT_MIN_SCORE, ZegCLIP
@@ -313,15 +305,4 @@ def load_zegot_checkpoint(path: str | Path, *, with_text: bool = True) -> ZegOT:
     Raises:
         CheckpointError: not a ZegOT checkpoint, or tensors that do not match its config.
     """
-    meta = read_header(path)
-    data = json.loads(meta["zegclip_config"])
-    if data.get("family") != "zegot":
-        raise CheckpointError(f"{path} holds a '{data.get('family')}' model, not ZegOT")
-    config = ZegOTConfig.from_dict(data)
-    embeds_clip = json.loads(meta.get("embeds_clip", "false"))
-    tensors = load_tensors(path)
-    model = build_zegot(config, load_clip_weights=not embeds_clip, with_text=with_text)
-    if embeds_clip:
-        load_clip_into(model, {k: v for k, v in tensors.items() if k.startswith(CLIP_PREFIX)})
-    load_trainable(model, {k: v for k, v in tensors.items() if not k.startswith(CLIP_PREFIX)})
-    return model.eval()
+    return load_family_checkpoint(path, ZegOTConfig, build_zegot, with_text=with_text)

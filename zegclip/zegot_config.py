@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import FORMAT_VERSION, ClipSpec
+from .config import FORMAT_VERSION, ClipSpec, config_from_dict
 from .sinkhorn import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL
 
 
@@ -62,17 +62,4 @@ class ZegOTConfig:
         Raises:
             ValueError: newer format version or unknown fields.
         """
-        data = dict(data)
-        version = data.pop("format_version", FORMAT_VERSION)
-        if version > FORMAT_VERSION:
-            raise ValueError(
-                f"checkpoint format {version} is newer than this code ({FORMAT_VERSION}); upgrade."
-            )
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown ZegOT config fields {sorted(unknown)}")
-        data["clip"] = ClipSpec(**data.get("clip", {}))
-        for key in ("layers", "seen_classes"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
+        return config_from_dict(cls, data, tuple_fields=("layers", "seen_classes"))
