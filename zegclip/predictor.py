@@ -101,7 +101,8 @@ class SegPredictor:
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """Args: images: HWC uint8 RGB of any sizes. Returns one :class:`Prediction` each."""
         inputs = [self.scorer.preprocess(img) for img in images]
-        scores = self._stitched_scores(inputs)
+        with _mha_fastpath(self.device.type == "cuda"):
+            scores = self._stitched_scores(inputs)
         return [self._finish(s, img.shape[:2]) for s, img in zip(scores, images)]
 
     def _stitched_scores(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -153,7 +154,25 @@ class SegPredictor:
         )
 
 
+@contextlib.contextmanager
+def _mha_fastpath(enabled: bool):
+    """PyTorch's fused MHA inference path: ~10% slower than the plain path for ViT-B/16 on CPU
+    (measured here, as in perf-anchors.md), so it is used on CUDA only; numerics are the same."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
 def _reduce_rows(scores: torch.Tensor, index: torch.Tensor, num_out: int) -> torch.Tensor:
-    """(S, H, W) -> (num_out, H, W), max over rows sharing an index; absent outputs -inf."""
+    """(S, H, W) -> (num_out, H, W), max over rows sharing an index; absent outputs -inf.
+
+    With exactly one row per class and no background rows, the scores are returned as they are
+    (num_out - 1 rows: the background bucket could never win).
+    """
+    if len(index) == num_out - 1 and bool((index == torch.arange(len(index))).all()):
+        return scores
     out = scores.new_full((num_out, *scores.shape[1:]), float("-inf"))
     return out.scatter_reduce(0, index.view(-1, 1, 1).expand_as(scores), scores, reduce="amax")
