@@ -16,7 +16,7 @@ import zegclip
 from zegclip.clip import WeightsError, build_clip
 from zegclip.config import ClipSpec
 from zegclip.pamr import PAMR
-from zegclip.predictor import BACKGROUND, SegPredictor
+from zegclip.predictor import BACKGROUND, SegPredictor, _mha_fastpath
 from zegclip.templates import IMAGENET80
 from zegclip.trainfree import CLIP_MEAN, CLIP_STD, build_frozen_clip
 from zegclip.trainfree_attention import forward_last_block, neighbourhood_bias, split_qkv
@@ -179,7 +179,7 @@ def window_case(models):
     )
     x = model.preprocess(image)
     assert model.windows(*x.shape[-2:]) == [(0, 448, 0, 448)]
-    with torch.no_grad():
+    with torch.no_grad(), _mha_fastpath(False):  # the predictor's CPU attention path
         feats = model.encode_dense(x)[0].flatten(1).T  # (h*w, D)
         emb = feats[torch.linspace(0, feats.shape[0] - 1, 3).long()]
         scores = model.crop_scores(x, emb, None)[0]  # (S, H, W)
