@@ -38,7 +38,7 @@ from open_clip.model import CLIP
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from .backbone import PromptedViT
+from .backbone import resize_spatial_pos
 from .build import count_trainable
 from .checkpoint import load_family_checkpoint
 from .clip import build_clip, tokenizer_for
@@ -199,7 +199,7 @@ class ZegOT(nn.Module):
         x = x.flatten(2).transpose(1, 2)  # (B, h*w, W)
         pos = v.positional_embedding.to(x.dtype)
         cls = (v.class_embedding.to(x.dtype) + pos[0]).expand(x.shape[0], 1, -1)
-        x = v.ln_pre(torch.cat([cls, x + PromptedViT._spatial_pos(pos[1:], (h, w))], dim=1))
+        x = v.ln_pre(torch.cat([cls, x + resize_spatial_pos(pos[1:], (h, w))], dim=1))
         _, blocks = v.transformer.forward_intermediates(
             x, indices=list(self.layer_indices), stop_early=True
         )
