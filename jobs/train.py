@@ -67,6 +67,7 @@ class JobConfig:
     num_prompt_tokens: int = 10
     decoder_ffn_dim: int = 2048
     text_embeddings: str | None = None
+    zegot_layers: str = "-3,-2,-1"
     crop_size: int = 512
     scale: tuple[int, int] = (2048, 512)
     max_iters: int = 20000
@@ -119,6 +120,7 @@ def build_zegot_model(job: JobConfig, seen_classes: tuple[str, ...]):
     }
     config = ZegOTConfig(
         clip=zegclip.ClipSpec(model=job.clip_model, pretrained=pretrained),
+        layers=tuple(int(v) for v in job.zegot_layers.split(",")),
         seen_classes=seen_classes,
         **{k: v for k, v in extra.items() if k in names},
     )
@@ -367,6 +369,8 @@ HELP = {
     "decoder_ffn_dim": "decoder feed-forward width (official 2048)",
     "text_embeddings": "precomputed (C, D) class embeddings .npy instead of encoding --classes "
     "(as the official configs' load_text_embedding)",
+    "zegot_layers": "ZegOT: ViT blocks whose patch tokens are aligned with the prompts "
+                    "(negative = from the end)",
     "crop_size": "training crop (official 512)",
     "scale": "LONG,SHORT of the random rescale (ratio 0.5-2.0), official 2048,512",
     "max_iters": "total iterations, both phases (official VOC 20000)",
