@@ -10,8 +10,6 @@ import copy
 import logging
 from typing import Any
 
-import torch
-
 from ._torchvision_compat import ensure_torchvision_importable
 from .config import ClipSpec
 
@@ -111,9 +109,3 @@ def tokenizer_for(spec: ClipSpec):
     """open_clip tokenizer matching the text tower (BPE with 77-token context for OpenAI CLIP)."""
     name = "ViT-B-16" if spec.model == "tiny-test" or spec.config is not None else spec.model
     return open_clip.get_tokenizer(name)
-
-
-def clip_device_dtype(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and dtype of a module's first parameter."""
-    param = next(module.parameters())
-    return param.device, param.dtype
