@@ -90,8 +90,10 @@ def main() -> None:
             anchor = OFFICIAL_SECONDS[(config, what)]
             label = "512x512 crop" if what == "crop" else "375x500 image"
             scaled = seconds * speed
-            print(f"| {config} | {label} | {seconds:.2f} | {scaled:.2f} | {anchor:.2f} "
-                  f"| {scaled / anchor:.2f} |")
+            print(
+                f"| {config} | {label} | {seconds:.2f} | {scaled:.2f} | {anchor:.2f} "
+                f"| {scaled / anchor:.2f} |"
+            )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS {peak:.0f} MB, torch threads {torch.get_num_threads()}")
 

@@ -30,8 +30,9 @@ from zegclip.zegot_config import ZegOTConfig  # noqa: E402
 VOC_NAMES = [f"class {i}" for i in range(200)]
 
 
-def seconds_per_image(models: dict[str, torch.nn.Module], num_classes: int,
-                     repeats: int) -> dict[str, float]:
+def seconds_per_image(
+    models: dict[str, torch.nn.Module], num_classes: int, repeats: int
+) -> dict[str, float]:
     """Median seconds of one 512 x 512 ``crop_scores`` call per model, runs interleaved.
 
     Interleaving keeps the comparison fair on a machine shared with other work.
@@ -60,13 +61,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     clip = ClipSpec(model="ViT-B-16", pretrained=None)
-    models = {"ZegCLIP": build_zegclip(ZegCLIPConfig(clip=clip)),
-              "ZegOT": build_zegot(ZegOTConfig(clip=clip))}
+    models = {
+        "ZegCLIP": build_zegclip(ZegCLIPConfig(clip=clip)),
+        "ZegOT": build_zegot(ZegOTConfig(clip=clip)),
+    }
     secs = seconds_per_image(models, args.classes, args.repeats)
     rows = [(name, count_trainable(m), secs[name]) for name, m in models.items()]
     base = rows[0][1]
-    print(f"ViT-B/16, 512x512, {args.classes} classes, {args.threads} threads, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"ViT-B/16, 512x512, {args.classes} classes, {args.threads} threads, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print("| model | trainable params | vs ZegCLIP | CPU s/image |\n|---|---|---|---|")
     for name, params, secs in rows:
         print(f"| {name} | {params:,} | x{base / params:.1f} lighter | {secs:.2f} |")

@@ -44,26 +44,71 @@ def link_subset(split: str, count: int, root: Path) -> tuple[str, str]:
 def train_and_evaluate(model: str, args, data: dict, out: Path) -> dict:
     """One family: train, then evaluate on the training and validation subsets."""
     images, masks = data["train"]
-    flags = ["--model", model, "--images", images, "--masks", masks,
-             "--classes", str(CAMVID / "classes.txt"), "--unseen", UNSEEN,
-             "--output", str(out), "--clip-model", args.clip_model,
-             "--clip-weights", args.clip_weights, "--crop-size", "128", "--scale", "512,128",
-             "--max-iters", str(args.steps), "--batch-size", "4", "--warmup-iters", "20",
-             "--lr", str(args.lr), "--log-every", str(args.steps), "--checkpoint-every",
-             str(args.steps), "--decoder-ffn-dim", "128"]
+    flags = [
+        "--model",
+        model,
+        "--images",
+        images,
+        "--masks",
+        masks,
+        "--classes",
+        str(CAMVID / "classes.txt"),
+        "--unseen",
+        UNSEEN,
+        "--output",
+        str(out),
+        "--clip-model",
+        args.clip_model,
+        "--clip-weights",
+        args.clip_weights,
+        "--crop-size",
+        "128",
+        "--scale",
+        "512,128",
+        "--max-iters",
+        str(args.steps),
+        "--batch-size",
+        "4",
+        "--warmup-iters",
+        "20",
+        "--lr",
+        str(args.lr),
+        "--log-every",
+        str(args.steps),
+        "--checkpoint-every",
+        str(args.steps),
+        "--decoder-ffn-dim",
+        "128",
+    ]
     if args.clip_model == "tiny-test":
         flags += ["--zegot-layers=-2,-1"]  # the tiny ViT has 2 blocks
     start = time.perf_counter()
     train.main(flags)
     train_s = time.perf_counter() - start
     ckpt = str(out / "model_final.safetensors")
-    result = {"model": model, "train_s": train_s,
-              "trainable": zegclip.count_trainable(zegclip.load_model(ckpt).train())}
+    result = {
+        "model": model,
+        "train_s": train_s,
+        "trainable": zegclip.count_trainable(zegclip.load_model(ckpt).train()),
+    }
     for split in ("train", "val"):
         report = out / f"{split}.json"
-        evaluate.main(["--checkpoint", ckpt, "--images", data[split][0], "--masks",
-                       data[split][1], "--classes", str(CAMVID / "classes.txt"),
-                       "--unseen", UNSEEN, "--json", str(report)])
+        evaluate.main(
+            [
+                "--checkpoint",
+                ckpt,
+                "--images",
+                data[split][0],
+                "--masks",
+                data[split][1],
+                "--classes",
+                str(CAMVID / "classes.txt"),
+                "--unseen",
+                UNSEEN,
+                "--json",
+                str(report),
+            ]
+        )
         result[split] = json.loads(report.read_text())["checkpoint"]
     return result
 
@@ -80,16 +125,20 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = {"train": link_subset("train", args.train_images, root),
-                "val": link_subset("val", args.val_images, root)}
+        data = {
+            "train": link_subset("train", args.train_images, root),
+            "val": link_subset("val", args.val_images, root),
+        }
         rows = [train_and_evaluate(m, args, data, root / m) for m in ("zegclip", "zegot")]
     print(f"\nCamVid, unseen = {UNSEEN}, {args.steps} steps, {args.clip_model}")
     print("| model | trainable | train s | train mIoU(S) | val mIoU(S) | val mIoU(U) | val hIoU |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['trainable']:,} | {r['train_s']:.0f} "
-              f"| {r['train']['miou_seen']} | {r['val']['miou_seen']} "
-              f"| {r['val']['miou_unseen']} | {r['val']['hiou']} |")
+        print(
+            f"| {r['model']} | {r['trainable']:,} | {r['train_s']:.0f} "
+            f"| {r['train']['miou_seen']} | {r['val']['miou_seen']} "
+            f"| {r['val']['miou_unseen']} | {r['val']['hiou']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -370,7 +370,7 @@ HELP = {
     "text_embeddings": "precomputed (C, D) class embeddings .npy instead of encoding --classes "
     "(as the official configs' load_text_embedding)",
     "zegot_layers": "ZegOT: ViT blocks whose patch tokens are aligned with the prompts "
-                    "(negative = from the end)",
+    "(negative = from the end)",
     "crop_size": "training crop (official 512)",
     "scale": "LONG,SHORT of the random rescale (ratio 0.5-2.0), official 2048,512",
     "max_iters": "total iterations, both phases (official VOC 20000)",

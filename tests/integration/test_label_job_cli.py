@@ -107,8 +107,9 @@ def test_cli_configuration_errors_exit_2(local_input: dict, tmp_path: Path) -> N
     bad_flag = _run_cli(*base, "--vocab", local_input["vocab"], "--concurrency", "3,1")
     assert bad_flag.returncode == 2 and "--concurrency" in bad_flag.stderr
     (tmp_path / "corrupt.bin").write_bytes(b"not a weights file")
-    corrupt = _run_cli(*base, "--vocab", local_input["vocab"], "--clip-weights",
-                       str(tmp_path / "corrupt.bin"))
+    corrupt = _run_cli(
+        *base, "--vocab", local_input["vocab"], "--clip-weights", str(tmp_path / "corrupt.bin")
+    )
     assert corrupt.returncode == 2 and "--clip-weights" in corrupt.stderr
     assert not Path(local_input["output"]).exists() or not write.finished_shards(
         local_input["output"]
