@@ -33,7 +33,16 @@ class DenseScorer(Protocol):
     def crop_scores(
         self, crops: torch.Tensor, text_emb: torch.Tensor, seen: torch.Tensor | None
     ) -> torch.Tensor:
-        """(N, 3, h, w) crops -> (N, S, h, w) float32 scores in [0, 1] (any monotone score)."""
+        """(N, 3, h, w) crops -> (N, S, h, w) float32 per-crop scores, averaged over windows.
+
+        Final confidences in [0, 1] (ZegCLIP's sigmoids), or logits when the scorer also has
+        ``activate``. Optional hooks, called when present:
+
+        * ``refine(scores (S, h, w), image (1, 3, h, w)) -> (S, h, w)``: on the stitched scores at
+          the preprocessed size (e.g. PAMR);
+        * ``activate(scores (S, H, W)) -> (S, H, W)``: after resizing to the original image,
+          turn logits into confidences (e.g. the training-free methods' scaled softmax).
+        """
         ...
 
 
@@ -103,7 +112,7 @@ class SegPredictor:
         inputs = [self.scorer.preprocess(img) for img in images]
         with _mha_fastpath(self.device.type == "cuda"):
             scores = self._stitched_scores(inputs)
-        return [self._finish(s, img.shape[:2]) for s, img in zip(scores, images)]
+        return [self._finish(s, x, img.shape[:2]) for s, x, img in zip(scores, inputs, images)]
 
     def _stitched_scores(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         jobs = [(i, w) for i, x in enumerate(inputs) for w in self.scorer.windows(*x.shape[-2:])]
@@ -135,9 +144,15 @@ class SegPredictor:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
         return torch.autocast("cuda", dtype=dtype)
 
-    def _finish(self, scores: torch.Tensor, size: tuple[int, int]) -> Prediction:
-        """(S, h, w) stitched scores -> Prediction at the original ``size``."""
+    def _finish(
+        self, scores: torch.Tensor, image: torch.Tensor, size: tuple[int, int]
+    ) -> Prediction:
+        """(S, h, w) stitched scores of the preprocessed ``image`` -> Prediction at ``size``."""
+        if hasattr(self.scorer, "refine"):
+            scores = self.scorer.refine(scores, image)
         scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
+        if hasattr(self.scorer, "activate"):
+            scores = self.scorer.activate(scores)
         per_class = _reduce_rows(scores, self.index, self.num_classes + 1)  # (C+1, H, W)
         confidence, labels = per_class.max(dim=0)
         unlabelled = labels == self.num_classes

@@ -2,20 +2,21 @@
 
 The last ViT block is modified as in MaskCLIP, SCLIP, ClearCLIP or NACLIP (see
 :mod:`zegclip.trainfree_attention`); patch tokens go through ``ln_post`` and ``proj`` and are
-compared by cosine with the class-name embeddings (80 ImageNet templates averaged). Each crop's
-cosine map is resized bilinearly to the crop, optionally refined with PAMR, and turned into a
-softmax over *all* vocabulary rows (synonyms and background words) at the method's logit scale;
-:class:`zegclip.predictor.SegPredictor` then averages overlapping windows, max-reduces synonyms and
-leaves pixels unlabelled when their best probability is under ``default_min_score``.
+compared by cosine with the class-name embeddings (80 ImageNet templates averaged). As in the
+papers' code, each window's cosine map is resized bilinearly to the window and
+:class:`zegclip.predictor.SegPredictor` averages overlapping windows; the stitched logits are
+refined with PAMR (:meth:`FrozenClipSegmenter.refine`), resized to the original image, turned
+into a softmax over *all* vocabulary rows (synonyms and background words) at the method's logit
+scale (:meth:`FrozenClipSegmenter.activate`), max-reduced over synonyms, and pixels whose best
+probability is under ``default_min_score`` are left unlabelled.
 
 Default ``naclip``: best published CLIP-only ViT-B/16 result in reference field.md §1b (8-benchmark
 average 42.5 mIoU with PAMR, repo defaults: VOC21 64.1, PC60 35.0, COCO-Object 36.2, VOC20 83.0,
 PC59 38.4, COCO-Stuff 25.7, Cityscapes 38.3, ADE 19.1; 39.4 without PAMR as Trident reports it)
 against SCLIP 38.2, ClearCLIP 38.1 and MaskCLIP 30.3.
 
-Two deviations from the papers' code, both forced by the per-crop ``DenseScorer`` contract:
-softmax is taken per crop before windows are averaged (the papers average cosines, then take one
-softmax), and PAMR runs on each crop (the papers run it once on the stitched whole image).
+One deviation from the papers' code: PAMR runs at the preprocessed size rather than the original
+image size (bounded memory on large photos; see :meth:`FrozenClipSegmenter.refine`).
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ class FrozenClipSegmenter(nn.Module):
     def crop_scores(
         self, crops: torch.Tensor, text_emb: torch.Tensor, seen: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Per-pixel softmax over vocabulary rows for each crop.
+        """Patch-text cosine logits of each crop (averaged over windows by the predictor).
 
         Args:
             crops: (N, 3, h, w) CLIP-normalised crops.
@@ -163,12 +164,24 @@ class FrozenClipSegmenter(nn.Module):
             seen: ignored (training-free: no seen classes).
 
         Returns:
-            (N, S, h, w) float32 probabilities, summing to 1 over S.
+            (N, S, h, w) float32 cosines, bilinearly upsampled to the crop.
         """
-        cosines = self.cosine_maps(crops, text_emb)
-        if self.pamr is not None:
-            cosines = self.pamr(crops, cosines)
-        return (self.recipe.logit_scale * cosines.float()).softmax(dim=1)
+        return self.cosine_maps(crops, text_emb).float()
+
+    def refine(self, scores: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """PAMR on the stitched (S, h, w) logits with the whole preprocessed (1, 3, h, w) image.
+
+        The papers run PAMR at the original image size; here it runs at the preprocessed size
+        (short side 336/448), which bounds its memory (it grows with S x H x W x 16) on large
+        photos.
+        """
+        if self.pamr is None:
+            return scores
+        return self.pamr(image.to(scores.device), scores[None])[0]
+
+    def activate(self, scores: torch.Tensor) -> torch.Tensor:
+        """(S, H, W) logits at the original size -> softmax over rows at the method's scale."""
+        return (self.recipe.logit_scale * scores).softmax(dim=0)
 
     def cosine_maps(self, crops: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """(N, 3, h, w) crops -> (N, S, h, w) patch-text cosines, bilinearly upsampled.

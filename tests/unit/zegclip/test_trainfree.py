@@ -158,12 +158,15 @@ def test_preprocess_short_side_and_clip_normalisation(models):
     assert models["clearclip"].preprocess(np.ascontiguousarray(grey)).shape[-2:] == (448, 597)
 
 
-def test_crop_scores_are_probabilities_for_any_crop_size(models):
+def test_crop_cosines_for_any_crop_size_and_scaled_softmax_activation(models):
     emb = F.normalize(torch.randn(5, 64), dim=-1)
+    model = models["sclip"]
     with torch.no_grad():
-        s = models["sclip"].crop_scores(torch.randn(2, 3, 200, 218), emb, None)
-    assert s.shape == (2, 5, 200, 218)
-    torch.testing.assert_close(s.sum(1), torch.ones(2, 200, 218))
+        s = model.crop_scores(torch.randn(2, 3, 200, 218), emb, None)
+    assert s.shape == (2, 5, 200, 218) and s.abs().max() <= 1 + 1e-5  # cosines
+    probs = model.activate(s[0])
+    torch.testing.assert_close(probs.sum(0), torch.ones(200, 218))
+    torch.testing.assert_close(probs, (model.recipe.logit_scale * s[0]).softmax(0))
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +185,8 @@ def window_case(models):
     with torch.no_grad(), _mha_fastpath(False):  # the predictor's CPU attention path
         feats = model.encode_dense(x)[0].flatten(1).T  # (h*w, D)
         emb = feats[torch.linspace(0, feats.shape[0] - 1, 3).long()]
-        scores = model.crop_scores(x, emb, None)[0]  # (S, H, W)
+        # one window at the original size: the predictor's result is activate(crop cosines)
+        scores = model.activate(model.crop_scores(x, emb, None)[0])  # (S, H, W)
     return model, image, emb, scores
 
 
@@ -331,3 +335,25 @@ def test_clip_weights_file_keeps_the_tags_quick_gelu():
         ).clip_spec.quick_gelu
         is False
     )
+
+
+def test_predictor_averages_logits_then_pamr_then_resizes_then_softmax(models):
+    """The papers' order: window logits averaged, PAMR on the stitched map, resize, softmax."""
+    model = models["naclip"]
+    assert model.pamr is not None
+    image = np.random.default_rng(1).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    emb = F.normalize(torch.randn(3, 64, generator=torch.Generator().manual_seed(2)), dim=-1)
+    x = model.preprocess(image)
+    total = torch.zeros(3, *x.shape[-2:])
+    count = torch.zeros(x.shape[-2:])
+    with torch.no_grad(), _mha_fastpath(False):
+        for y1, y2, x1, x2 in model.windows(*x.shape[-2:]):
+            total[:, y1:y2, x1:x2] += model.crop_scores(x[..., y1:y2, x1:x2], emb)[0]
+            count[y1:y2, x1:x2] += 1
+        refined = model.refine(total / count, x)
+    resized = F.interpolate(refined[None], size=(120, 200), mode="bilinear")[0]
+    expected = model.activate(resized)
+    assert len(model.windows(*x.shape[-2:])) > 1
+    pred = SegPredictor(model, emb, np.arange(3), 3).predict([image])[0]
+    np.testing.assert_allclose(pred.confidence, expected.max(0).values.numpy(), atol=1e-5)
+    assert (pred.label_map == expected.argmax(0).numpy()).mean() > 0.999
