@@ -4,9 +4,11 @@ The predictor is built once in ``__init__`` from the shared vocabulary embedding
 ref passed inside a list, or a plain array in tests). ``__call__`` segments the ``ok`` rows of a
 decoded batch and returns a Parquet-ready Arrow table with PNG-encoded outputs.
 
-Exceptions raised by the predictor are *not* turned into error rows: they indicate a broken
-model or device (a data problem is caught by the decode stage), so the job fails and a re-run
-resumes from the last finished shard instead of recording thousands of bogus error rows.
+When the predictor raises on a batch, its images are retried one by one: an image that still
+fails alone becomes an error row (e.g. an extreme aspect ratio that exhausts memory), the others
+are kept. If every image fails alone too, the model or device is broken: the exception propagates,
+the job fails, and a re-run resumes from the last finished shard instead of recording thousands
+of bogus error rows.
 """
 
 from __future__ import annotations
@@ -57,13 +59,38 @@ class SegmentationActor:
             Table with ``pipeline.schema.STREAM_SCHEMA``; error rows keep their error.
         """
         ok = [i for i, s in enumerate(batch[schema.STATUS]) if s == schema.STATUS_OK]
-        predictions = self._predictor.predict([batch[schema.IMAGE][i] for i in ok]) if ok else []
-        if len(predictions) != len(ok):
-            raise RuntimeError(f"predictor gave {len(predictions)} results for {len(ok)} images")
         outputs: dict[int, dict[str, Any]] = {}
-        for i, pred in zip(ok, predictions, strict=True):
-            outputs[i] = self._encode(batch, i, pred)
+        for i, pred in self._predict(batch, ok).items():
+            outputs[i] = (
+                self._encode(batch, i, pred) if not isinstance(pred, str) else {schema.ERROR: pred}
+            )
         return _to_table(batch, outputs)
+
+    def _predict(self, batch: dict[str, np.ndarray], rows: list[int]) -> dict[int, Any]:
+        """Predictions of ``rows`` (row -> prediction, or an error string for a failed image)."""
+        if not rows:
+            return {}
+        try:
+            predictions = self._predictor.predict([batch[schema.IMAGE][i] for i in rows])
+        except Exception as batch_error:  # noqa: BLE001 - isolate the image(s) that fail
+            logger.warning("batch of %d failed (%s); retrying one by one", len(rows), batch_error)
+            return self._predict_one_by_one(batch, rows, batch_error)
+        if len(predictions) != len(rows):
+            raise RuntimeError(f"predictor gave {len(predictions)} results for {len(rows)} images")
+        return dict(zip(rows, predictions, strict=True))
+
+    def _predict_one_by_one(
+        self, batch: dict[str, np.ndarray], rows: list[int], batch_error: Exception
+    ) -> dict[int, Any]:
+        results: dict[int, Any] = {}
+        for i in rows:
+            try:
+                results[i] = self._predictor.predict([batch[schema.IMAGE][i]])[0]
+            except Exception as e:  # noqa: BLE001 - recorded as this image's error row
+                results[i] = f"{type(e).__name__}: {e}"
+        if all(isinstance(r, str) for r in results.values()):
+            raise batch_error  # every image fails on its own: the model/device is broken
+        return results
 
     def _encode(self, batch: dict[str, np.ndarray], i: int, pred: Any) -> dict[str, Any]:
         size = (int(batch[schema.WIDTH][i]), int(batch[schema.HEIGHT][i]))

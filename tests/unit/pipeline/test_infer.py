@@ -85,3 +85,33 @@ def test_predictor_exceptions_propagate() -> None:
     actor = SegmentationActor(lambda e: Broken(), np.zeros((3, 2), np.float32), num_classes=3)
     with pytest.raises(RuntimeError, match="device lost"):
         actor(_decoded_batch())
+
+
+def test_an_image_that_fails_alone_becomes_an_error_row(colour_factory) -> None:
+    """A batch failure is retried image by image; only the image that fails alone is an error."""
+
+    class FailsOnGreen:
+        def __init__(self, inner):
+            self.inner = inner
+            self.calls = []
+
+        def predict(self, images):
+            self.calls.append(len(images))
+            if any(img.shape == (3, 4, 3) for img in images):
+                raise MemoryError("cannot allocate for this aspect ratio")
+            return self.inner.predict(images)
+
+    predictor = None
+
+    def factory(emb):
+        nonlocal predictor
+        predictor = FailsOnGreen(colour_factory(emb))
+        return predictor
+
+    actor = SegmentationActor(factory, np.eye(3, 8, dtype=np.float32), num_classes=3)
+    rows = actor(_decoded_batch()).to_pylist()
+    assert predictor.calls == [2, 1, 1]  # the batch, then each ok image alone
+    assert [r[schema.STATUS] for r in rows] == ["ok", "error", "error"]
+    assert rows[0][schema.CLASS_PIXEL_COUNTS] == [8 * 4 - 1, 0, 16]
+    assert rows[2][schema.ERROR] == "MemoryError: cannot allocate for this aspect ratio"
+    assert rows[2][schema.MASK] is None
