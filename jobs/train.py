@@ -70,15 +70,16 @@ class JobConfig:
     zegot_layers: str = "-3,-2,-1"
     crop_size: int = 512
     scale: tuple[int, int] = (2048, 512)
-    max_iters: int = 20000
-    batch_size: int = 4
-    lr: float = 2e-5
-    weight_decay: float = 0.01
-    lr_mult: float = 10.0
-    warmup_iters: int = 1500
-    warmup_ratio: float = 1e-6
-    min_lr: float = 1e-6
-    power: float = 0.9
+    # optimisation defaults come from TrainConfig (the official recipe), defined once
+    max_iters: int = TrainConfig.max_iters
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    weight_decay: float = TrainConfig.weight_decay
+    lr_mult: float = TrainConfig.lr_mult
+    warmup_iters: int = TrainConfig.warmup_iters
+    warmup_ratio: float = TrainConfig.warmup_ratio
+    min_lr: float = TrainConfig.min_lr
+    power: float = TrainConfig.power
     self_train_from: int | None = None
     schedule_iters: int | None = None
     seed: int = 0
