@@ -21,7 +21,7 @@ from .backbone import PromptedViT
 from .config import ZegCLIPConfig
 from .decoder import SegHead
 from .preprocess import preprocess, slide_windows
-from .text import Tokenizer, encode_names
+from .text import Tokenizer, encode_with_tower
 
 # Pixels whose best class score is under 0.5 are left unlabelled (255) by default: ZegCLIP trains
 # each class channel as an independent sigmoid classifier (focal + dice), and 0.5 is where every
@@ -91,9 +91,9 @@ class ZegCLIP(nn.Module):
         Raises:
             RuntimeError: the text tower was dropped.
         """
-        if self.text is None or self.tokenizer is None:
-            raise RuntimeError("this replica has no text tower; pass precomputed embeddings")
-        return encode_names(self.text, self.tokenizer, names, templates or self.config.templates)
+        return encode_with_tower(
+            self.text, self.tokenizer, names, templates or self.config.templates
+        )
 
     def mask_logits(self, images: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """Last decoder layer's head-averaged pre-softmax attention logits.

@@ -51,6 +51,22 @@ def encode_names(
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
 
 
+def encode_with_tower(
+    text: CLIP | None,
+    tokenizer: Tokenizer | None,
+    names: Sequence[str],
+    templates: Sequence[str],
+) -> torch.Tensor:
+    """:func:`encode_names` for a model that may have dropped its text tower.
+
+    Raises:
+        RuntimeError: no text tower (an inference replica fed precomputed embeddings).
+    """
+    if text is None or tokenizer is None:
+        raise RuntimeError("this replica has no text tower; pass precomputed embeddings")
+    return encode_names(text, tokenizer, names, templates)
+
+
 def synonym_index(vocab: Vocabulary) -> np.ndarray:
     """(S,) int64 class index of every synonym row, in the order :func:`flat_names` lists them."""
     return np.repeat(np.arange(len(vocab)), [len(s) for s in vocab.synonyms])

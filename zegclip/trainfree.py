@@ -38,7 +38,7 @@ from .config import ClipSpec
 from .pamr import PAMR
 from .preprocess import resize_short_side, slide_windows
 from .templates import IMAGENET80
-from .text import Tokenizer, encode_names
+from .text import Tokenizer, encode_with_tower
 from .trainfree_attention import (
     LAST_BLOCKS,
     NACLIP_GAUSSIAN_STD,
@@ -132,9 +132,9 @@ class FrozenClipSegmenter(nn.Module):
         Raises:
             RuntimeError: built without the text tower.
         """
-        if self.text is None or self.tokenizer is None:
-            raise RuntimeError("this replica has no text tower; pass precomputed embeddings")
-        return encode_names(self.text, self.tokenizer, names, templates or self.default_templates)
+        return encode_with_tower(
+            self.text, self.tokenizer, names, templates or self.default_templates
+        )
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HWC uint8 RGB -> (1, 3, H', W') float32: short side resized (cv2 bilinear, mmcv

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from safetensors import safe_open
 
 import zegclip
 
@@ -74,12 +77,31 @@ def test_checkpoint_without_clip_source_is_refused(tiny_model, tmp_path):
         zegclip.save_checkpoint(tiny_model, tmp_path / "x.safetensors", embed_clip=False)
 
 
-def test_trainable_only_checkpoint_is_small_and_references_clip(tmp_path):
-    model = zegclip.build_zegclip(tiny_config())
-    stored = {k for k in model.trainable_state_dict()}
-    assert stored and all(
-        k.startswith(("head.", "backbone.prompt", "backbone.deep")) for k in stored
+def test_checkpoint_references_clip_weights_instead_of_embedding_them(tiny_model, tmp_path):
+    """Frozen CLIP referenced by path: the file holds only trainable tensors, and loading it
+    rebuilds CLIP from the referenced weights with identical outputs."""
+    clip_file = tmp_path / "tiny_clip.pt"
+    clip_state = {f"visual.{k}": v for k, v in tiny_model.backbone.visual.state_dict().items()}
+    clip_state.update(
+        {k: v for k, v in tiny_model.text.state_dict().items() if not k.startswith("visual.")}
     )
+    torch.save(clip_state, clip_file)
+    config = dataclasses.replace(
+        tiny_model.config,
+        clip=dataclasses.replace(tiny_model.config.clip, pretrained=str(clip_file)),
+    )
+    referencing = zegclip.build_zegclip(config, load_clip_weights=False)
+    referencing.load_state_dict(tiny_model.state_dict())
+    path = zegclip.save_checkpoint(referencing, tmp_path / "ref.safetensors", embed_clip=False)
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+    assert keys == set(tiny_model.trainable_state_dict())
+    assert all(k.startswith(("head.", "backbone.prompt", "backbone.deep")) for k in keys)
+    loaded = zegclip.load_model(path)
+    x = torch.randn(1, 3, 512, 512)
+    emb = tiny_model.encode_vocabulary(["car", "sky"])
+    with torch.no_grad():
+        assert torch.allclose(tiny_model.mask_logits(x, emb), loaded.mask_logits(x, emb), atol=1e-6)
 
 
 def test_permuting_the_vocabulary_permutes_the_scores(tiny_model):
