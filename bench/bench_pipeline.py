@@ -11,7 +11,7 @@ The ratio pipeline/forward is the share of model throughput the pipeline keeps. 
 random (speed only). On CPU both sides use one torch thread (Ray sets OMP_NUM_THREADS=1 for an
 actor with 0.5 CPU). On a GPU machine pass ``--device cuda``; the actor then gets one GPU.
 
-Usage: ``python bench/bench_pipeline.py [--models tiny-test ViT-B-16] [--images 16]
+Usage: ``python bench/bench_pipeline.py [--models tests/data/tiny-test.json ViT-B-16] [--images 16]
 [--batch-size 4] [--threads 1] [--device cpu]``
 """
 
@@ -43,6 +43,7 @@ from pipeline.config import LabelJobConfig  # noqa: E402
 from pipeline.decode import decode_image  # noqa: E402
 from pipeline.run import init_ray, run_label_job  # noqa: E402
 
+TINY_CLIP = str(REPO_ROOT / "tests" / "data" / "tiny-test.json")  # 2-layer test CLIP
 PHOTOS = REPO_ROOT / ".." / "shared" / "data" / "camvid" / "test"
 CLASSES = ["road", "car", "sky", "building", "tree", "person", "sidewalk", "sign"]
 
@@ -104,8 +105,8 @@ def bench_model(name: str, args: argparse.Namespace, paths: list[Path], workdir:
     images = [decode_image(p.read_bytes(), 10**9)[0] for p in paths]
     emb = zegclip.encode_vocabulary_for(spec, vocab)
     fwd = forward_images_per_s(zegclip.build_predictor(spec, vocab, emb), images, args.batch_size)
-    pipe = pipeline_run(spec, vocab, paths, args.batch_size, workdir / name)
-    return {"model": name, "forward": fwd, **pipe}
+    pipe = pipeline_run(spec, vocab, paths, args.batch_size, workdir / Path(name).stem)
+    return {"model": Path(name).stem, "forward": fwd, **pipe}
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
@@ -127,7 +128,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
 def main() -> None:
     """Parse flags, run each model, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["tiny-test", "ViT-B-16"])
+    parser.add_argument("--models", nargs="+", default=[TINY_CLIP, "ViT-B-16"])
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(

@@ -18,7 +18,7 @@ import torch
 
 import zegclip
 from zegclip import ClipSpec, SegPredictor, ZegCLIPConfig
-from zegclip.trainfree import build_frozen_clip
+from zegclip.models.trainfree.model import build_frozen_clip
 
 PHOTO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "voc2012-val-sample"
 NUM_ROWS = 21

@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from zegclip import ClipSpec, ZegCLIPConfig, build_zegclip, count_trainable  # noqa: E402
-from zegclip.zegot import build_zegot  # noqa: E402
-from zegclip.zegot_config import ZegOTConfig  # noqa: E402
+from zegclip.models.zegot.config import ZegOTConfig  # noqa: E402
+from zegclip.models.zegot.model import build_zegot  # noqa: E402
 
 VOC_NAMES = [f"class {i}" for i in range(200)]
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 import zegclip  # noqa: E402
 from jobs import evaluate, train  # noqa: E402
 
+TINY_CLIP = str(REPO / "tests" / "data" / "tiny-test.json")  # 2-layer test CLIP
 CAMVID = REPO / ".." / "shared" / "data" / "camvid"
 UNSEEN = "car,pedestrian"
 
@@ -80,7 +81,7 @@ def train_and_evaluate(model: str, args, data: dict, out: Path) -> dict:
         "--decoder-ffn-dim",
         "128",
     ]
-    if args.clip_model == "tiny-test":
+    if args.clip_model == TINY_CLIP:
         flags += ["--zegot-layers=-2,-1"]  # the tiny ViT has 2 blocks
     start = time.perf_counter()
     train.main(flags)
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=16)
     parser.add_argument("--val-images", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--clip-model", default="tiny-test")
+    parser.add_argument("--clip-model", default=TINY_CLIP)
     parser.add_argument("--clip-weights", default="none")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -8,7 +8,7 @@ Examples::
     python jobs/evaluate.py --predictions s3://bucket/label-run --data s3://bucket/gt \\
         --classes classes.txt --unseen car,pedestrian
 
-Metrics (mmseg definitions, see :mod:`zegclip.metrics`): pixel accuracy, mIoU over seen and
+Metrics (mmseg definitions, see :mod:`zegclip.train.metrics`): pixel accuracy, mIoU over seen and
 unseen classes, hIoU and a per-class IoU table. Labelling-job rows are matched to ground truth by
 the file stem of their source URI; their class ids are mapped to ours by class name (from the
 Parquet ``labeler`` metadata); unknown names and unlabelled pixels count as misses.
@@ -28,10 +28,16 @@ import numpy as np
 if __package__ in (None, ""):  # `python jobs/evaluate.py` from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jobs.train import JobConfig, load_pairs, read_classes, read_unseen  # noqa: E402
 from pipeline import schema  # noqa: E402
-from zegclip.metrics import compute_metrics, confusion_matrix, format_table  # noqa: E402
-from zegclip.segdata import PairError, decode_mask, load_pair  # noqa: E402
+from zegclip.train.data import (  # noqa: E402
+    PairError,
+    decode_mask,
+    load_pair,
+    load_pairs,
+    read_classes,
+    read_unseen,
+)
+from zegclip.train.metrics import compute_metrics, confusion_matrix, format_table  # noqa: E402
 
 logger = logging.getLogger("jobs.evaluate")
 
@@ -176,16 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = read_classes(args.classes)
     seen = _seen_mask(args, names)
-    data_job = JobConfig(
-        classes=args.classes,
-        output="",
+    pairs = load_pairs(
         data=args.data,
         images=args.images,
         masks=args.masks,
         image_column=args.image_column,
         mask_column=args.mask_column,
-    )
-    pairs = load_pairs(data_job)[: args.limit or None]
+    )[: args.limit or None]
     report: dict = {}
     if args.checkpoint:
         conf = evaluate_checkpoint(

@@ -29,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/label.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
+from jobs.flags import add_dataclass_flags  # noqa: E402
 from pipeline import storage  # noqa: E402
 from pipeline.config import (  # noqa: E402
     FIELD_HELP,
@@ -43,13 +44,6 @@ logger = logging.getLogger("jobs.label")
 
 EXIT_CONFIG = 2
 EXIT_ERROR_RATE = 3
-_TYPES = {"int": int, "float": float, "str": str}
-
-
-def _flag_type(annotation: str) -> type:
-    return _TYPES[annotation.split("|")[0].strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     """One ``--kebab-case`` flag per ``LabelJobConfig`` field; defaults shown in ``--help``."""
     parser = argparse.ArgumentParser(
@@ -60,20 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 2 configuration error, 3 error rate above --max-error-rate.",
     )
     parser.add_argument("--config", help="JSON or YAML file with flag values; flags override it")
-    for f in dataclasses.fields(LabelJobConfig):
-        if f.name == "class_names":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        required = f.default is dataclasses.MISSING
-        text = FIELD_HELP[f.name]
-        if required:
-            text += " (required unless in --config)"
-        elif "default" not in text:
-            text += f" (default: {f.default})"
-        if f.type == "bool":
-            parser.add_argument(flag, action="store_true", help=text)
-        else:
-            parser.add_argument(flag, type=_flag_type(f.type), metavar=f.name.upper(), help=text)
+    add_dataclass_flags(
+        parser,
+        LabelJobConfig,
+        FIELD_HELP,
+        skip=("class_names",),
+        required_note=" (required unless in --config)",
+    )
     return parser
 
 

@@ -33,17 +33,23 @@ if __package__ in (None, ""):  # `python jobs/train.py` from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zegclip  # noqa: E402
-from zegclip.augment import AugmentConfig  # noqa: E402
-from zegclip.segdata import PairSource, folder_pairs, parquet_pairs  # noqa: E402
+from jobs.flags import add_dataclass_flags  # noqa: E402
 from zegclip.text import load_text_embeddings  # noqa: E402
-from zegclip.train_state import (  # noqa: E402
+from zegclip.train.augment import AugmentConfig  # noqa: E402
+from zegclip.train.data import (  # noqa: E402
+    PairSource,
+    load_pairs,
+    read_classes,
+    read_unseen,
+)
+from zegclip.train.loop import MaskLogits, TrainConfig, Trainer, seen_vector  # noqa: E402
+from zegclip.train.state import (  # noqa: E402
     fetch_local,
     find_latest,
     load_training_state,
     save_model,
     save_training_checkpoint,
 )
-from zegclip.training import MaskLogits, TrainConfig, Trainer, seen_vector  # noqa: E402
 
 logger = logging.getLogger("jobs.train")
 
@@ -109,8 +115,8 @@ def build_zegclip_model(job: JobConfig, seen_classes: tuple[str, ...]):
 
 def build_zegot_model(job: JobConfig, seen_classes: tuple[str, ...]):
     """ZegOT from the job flags (lazy import: the module is optional for ZegCLIP runs)."""
-    from zegclip.zegot import build_zegot
-    from zegclip.zegot_config import ZegOTConfig
+    from zegclip.models.zegot.config import ZegOTConfig
+    from zegclip.models.zegot.model import build_zegot
 
     pretrained = job.clip_weights if job.clip_weights not in (None, "", "none") else None
     names = {f.name for f in dataclasses.fields(ZegOTConfig)}
@@ -133,45 +139,6 @@ BUILDERS = {"zegclip": build_zegclip_model, "zegot": build_zegot_model}
 
 
 # ----------------------------------------------------------------------------- inputs
-
-
-def read_classes(uri: str) -> list[str]:
-    """Class display names from a vocabulary file (local or URI)."""
-    with fsspec.open(uri, "r", encoding="utf-8") as f:
-        vocab = zegclip.vocab.parse_vocabulary(f.read().splitlines(), source=uri)
-    return vocab.names
-
-
-def read_unseen(spec: str) -> list[str]:
-    """``a,b`` or a file with one name per line (``#`` comments allowed); empty = none."""
-    if not spec:
-        return []
-    fs, path = fsspec.core.url_to_fs(spec)
-    if fs.isfile(path):
-        with fs.open(path, "r") as f:
-            lines = [line.split("#", 1)[0].strip() for line in f.read().splitlines()]
-        return [line for line in lines if line]
-    return [s.strip() for s in spec.split(",") if s.strip()]
-
-
-def load_pairs(job: JobConfig) -> list:
-    """Pairs from ``--images/--masks``, a ``--data`` folder (images/, masks/) or Parquet.
-
-    Raises:
-        ValueError: neither or both data options given.
-    """
-    if bool(job.data) == bool(job.images and job.masks):
-        raise ValueError("give either --data DIR_OR_PARQUET or both --images DIR and --masks DIR")
-    if job.images:
-        return folder_pairs(job.images, job.masks)
-    if job.data.rstrip("/").endswith(".parquet") or _has_parquet(job.data):
-        return parquet_pairs(job.data, image_column=job.image_column, mask_column=job.mask_column)
-    return folder_pairs(f"{job.data.rstrip('/')}/images", f"{job.data.rstrip('/')}/masks")
-
-
-def _has_parquet(uri: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs.isdir(path) and bool(fs.glob(f"{path.rstrip('/')}/**/*.parquet"))
 
 
 def train_config(job: JobConfig) -> TrainConfig:
@@ -222,7 +189,17 @@ def run_worker(job_dict: dict) -> dict:
     names = read_classes(job.classes)
     seen = seen_vector(names, read_unseen(job.unseen))
     seen_classes = tuple(n for n, s in zip(names, seen.tolist()) if s)
-    source = PairSource(load_pairs(job), len(names), reduce_zero_label=job.reduce_zero_label)
+    source = PairSource(
+        load_pairs(
+            data=job.data,
+            images=job.images,
+            masks=job.masks,
+            image_column=job.image_column,
+            mask_column=job.mask_column,
+        ),
+        len(names),
+        reduce_zero_label=job.reduce_zero_label,
+    )
     device = _device(job, in_ray)
     with tempfile.TemporaryDirectory() as tmp:
         model, state = _restore(job, seen_classes, tmp)
@@ -347,7 +324,13 @@ def validate(job: JobConfig) -> None:
         raise ValueError(f"--model {job.model}: choose one of {sorted(BUILDERS)}")
     names = read_classes(job.classes)
     seen_vector(names, read_unseen(job.unseen))
-    pairs = load_pairs(job)
+    pairs = load_pairs(
+        data=job.data,
+        images=job.images,
+        masks=job.masks,
+        image_column=job.image_column,
+        mask_column=job.mask_column,
+    )
     if len(pairs) < max(job.num_workers, 1):
         raise ValueError(f"{len(pairs)} pairs cannot feed {job.num_workers} workers")
     if job.self_train_from is not None and not 0 <= job.self_train_from < job.max_iters:
@@ -356,6 +339,9 @@ def validate(job: JobConfig) -> None:
 
 
 HELP = {
+    "classes": "vocabulary file (zegclip.vocab format)",
+    "output": "folder or URI for checkpoints",
+    "unseen": "comma list or file of unseen class names",
     "data": "folder with images/ and masks/ (same stems), or a Parquet file/prefix with image "
     "and mask columns; local or URI",
     "images": "image folder (use with --masks, e.g. CamVid's train/)",
@@ -364,7 +350,7 @@ HELP = {
     "mask_column": "Parquet mask column",
     "reduce_zero_label": "id 0 is background: ignore it and shift the other ids down by one",
     "model": "model family: zegclip or zegot",
-    "clip_model": "open_clip model name (tiny-test = 2-layer test model)",
+    "clip_model": "open_clip model name, or the path of an open_clip model config JSON",
     "clip_weights": "open_clip pretrained tag, weights path or URI; none = random (tests)",
     "num_prompt_tokens": "deep prompt tokens per layer (official: VOC 10, COCO-Stuff 100)",
     "decoder_ffn_dim": "decoder feed-forward width (official 2048)",
@@ -398,34 +384,12 @@ HELP = {
 
 
 def parse_args(argv: list[str] | None = None) -> JobConfig:
-    """Command line -> :class:`JobConfig`."""
+    """Command line -> :class:`JobConfig` (one flag per field, defaults from the dataclass)."""
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS
     )
-    defaults = JobConfig(classes="", output="")
-    p.add_argument("--classes", required=True, help="vocabulary file (zegclip.vocab format)")
-    p.add_argument("--output", required=True, help="folder or URI for checkpoints")
-    p.add_argument("--unseen", default="", help="comma list or file of unseen class names")
-    for flag in ("data", "images", "masks"):
-        p.add_argument(f"--{flag}", default=None, help=HELP[flag])
-    bools = ("reduce_zero_label", "resume", "use_gpu")
-    for name in bools:
-        p.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=HELP[name])
-    p.add_argument("--scale", default="2048,512", help=HELP["scale"])
-    skip = {"classes", "output", "unseen", "data", "images", "masks", "scale", *bools}
-    for field in dataclasses.fields(JobConfig):
-        if field.name in skip:
-            continue
-        value = getattr(defaults, field.name)
-        kind = int if isinstance(value, int) else float if isinstance(value, float) else str
-        if field.name in ("self_train_from", "schedule_iters"):
-            kind = int
-        p.add_argument(
-            f"--{field.name.replace('_', '-')}", type=kind, default=value, help=HELP[field.name]
-        )
-    args = vars(p.parse_args(argv))
-    args["scale"] = tuple(int(v) for v in args["scale"].split(","))
-    return JobConfig(**args)
+    add_dataclass_flags(p, JobConfig, HELP)
+    return JobConfig(**vars(p.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:

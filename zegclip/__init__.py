@@ -12,29 +12,31 @@ Labelling jobs use :class:`LabelerSpec` with :func:`encode_vocabulary_for` (driv
 :func:`build_predictor` (each replica).
 """
 
-from ._torchvision_compat import ensure_torchvision_importable
+from zegclip._torchvision_compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 
-from .build import build_zegclip, count_trainable  # noqa: E402
-from .checkpoint import CheckpointError, save_checkpoint  # noqa: E402
-from .clip import WeightsError  # noqa: E402
-from .config import ClipSpec, ZegCLIPConfig  # noqa: E402
-from .labeler import (  # noqa: E402
+from zegclip.clip import ClipSpec, WeightsError  # noqa: E402
+from zegclip.io.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
+from zegclip.io.registry import load_model  # noqa: E402
+from zegclip.labeler import (  # noqa: E402
     LabelerSpec,
     build_predictor,
     check_spec,
     describe,
     encode_vocabulary_for,
 )
-from .model import ZegCLIP  # noqa: E402
-from .predictor import Prediction, SegPredictor  # noqa: E402
-from .preprocess import preprocess  # noqa: E402
-from .registry import load_model  # noqa: E402
-from .vocab import Vocabulary, VocabularyError, load_vocabulary  # noqa: E402
+from zegclip.models.scorer import DenseScorer, count_trainable  # noqa: E402
+from zegclip.models.zegclip.build import build_zegclip  # noqa: E402
+from zegclip.models.zegclip.config import ZegCLIPConfig  # noqa: E402
+from zegclip.models.zegclip.model import ZegCLIP  # noqa: E402
+from zegclip.predictor import Prediction, SegPredictor  # noqa: E402
+from zegclip.preprocess import preprocess  # noqa: E402
+from zegclip.vocab import Vocabulary, VocabularyError, load_vocabulary  # noqa: E402
 
 __all__ = [
     "CheckpointError",
+    "DenseScorer",
     "ClipSpec",
     "LabelerSpec",
     "Prediction",

@@ -15,9 +15,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .labeler import DEFAULT_METHOD, LabelerSpec, build_predictor, check_spec, encode_vocabulary_for
-from .predictor import Prediction
-from .vocab import Vocabulary, VocabularyError, load_vocabulary
+from zegclip.labeler import (
+    DEFAULT_METHOD,
+    LabelerSpec,
+    build_predictor,
+    check_spec,
+    encode_vocabulary_for,
+)
+from zegclip.predictor import Prediction
+from zegclip.vocab import Vocabulary, VocabularyError, load_vocabulary
 
 logger = logging.getLogger("zegclip")
 
@@ -202,10 +208,10 @@ def class_statistics(pred: Prediction, vocab: Vocabulary) -> dict:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from .checkpoint import save_checkpoint
-    from .convert import convert_official
-    from .datasets import SPLITS, seen_classes
-    from .templates import resolve_templates
+    from zegclip.io.checkpoint import save_checkpoint
+    from zegclip.io.convert import convert_official
+    from zegclip.templates import resolve_templates
+    from zegclip.train.datasets import SPLITS, seen_classes
 
     if args.seen_classes in SPLITS:
         seen = seen_classes(args.seen_classes)

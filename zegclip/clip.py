@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ._torchvision_compat import ensure_torchvision_importable
-from .config import ClipSpec
+from zegclip._torchvision_compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 import open_clip  # noqa: E402
@@ -19,26 +20,56 @@ from open_clip.model import CLIP  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-# A 2-layer, width-64 CLIP for tests and smoke runs; same code paths as ViT-B/16.
-TINY_TEST_CONFIG: dict[str, Any] = {
-    "embed_dim": 64,
-    "vision_cfg": {"image_size": 512, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which frozen CLIP to build and where its weights come from.
+
+    Attributes:
+        model: open_clip model name (``ViT-B-16``, ``ViT-B-16-quickgelu``, ...) or the path of an
+            open_clip model config JSON (a custom architecture, registered under its file stem).
+        pretrained: open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``), a local path or an
+            fsspec URI (``s3://``, ``gs://``) of open_clip-format weights; None = weights come from
+            the checkpoint itself (embedded) or random init (tests only).
+        config: explicit open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``);
+            set by the official-checkpoint converter, which infers it from tensor shapes.
+        quick_gelu: OpenAI CLIP weights use QuickGELU; None derives it from the pretrained tag.
+        image_size: ViT input size; the positional grid is resized to it (ZegCLIP: 512).
+    """
+
+    model: str = "ViT-B-16"
+    pretrained: str | None = "openai"
+    config: dict[str, Any] | None = None
+    quick_gelu: bool | None = None
+    image_size: int = 512
 
 
 class WeightsError(FileNotFoundError):
     """CLIP weights could not be found or loaded; the message names the flag to fix it."""
 
 
+def model_name(model: str) -> str:
+    """The open_clip name of ``model``; a config JSON path is registered with open_clip first.
+
+    Raises:
+        ValueError: a ``.json`` path that is not a file.
+    """
+    if not model.endswith(".json"):
+        return model
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ValueError(f"CLIP model config {model}: no such file")
+    if open_clip.get_model_config(path.stem) is None:
+        open_clip.add_model_config(path)
+    return path.stem
+
+
 def model_config(spec: ClipSpec) -> dict[str, Any]:
     """open_clip config dict for ``spec`` with the image size forced to ``spec.image_size``."""
     if spec.config is not None:
         cfg = copy.deepcopy(spec.config)
-    elif spec.model == "tiny-test":
-        cfg = copy.deepcopy(TINY_TEST_CONFIG)
     else:
-        cfg = open_clip.get_model_config(spec.model)
+        cfg = open_clip.get_model_config(model_name(spec.model))
         if cfg is None:
             raise ValueError(
                 f"unknown CLIP model '{spec.model}'; choose one of open_clip.list_models()."
@@ -51,8 +82,9 @@ def uses_quick_gelu(spec: ClipSpec) -> bool:
     """QuickGELU for OpenAI-trained weights; taken from the pretrained tag when not given."""
     if spec.quick_gelu is not None:
         return spec.quick_gelu
-    if spec.pretrained and open_clip.is_pretrained_cfg(spec.model, spec.pretrained):
-        return bool(open_clip.get_pretrained_cfg(spec.model, spec.pretrained).get("quick_gelu"))
+    name = model_name(spec.model)
+    if spec.pretrained and open_clip.is_pretrained_cfg(name, spec.pretrained):
+        return bool(open_clip.get_pretrained_cfg(name, spec.pretrained).get("quick_gelu"))
     return bool(model_config(spec).get("quick_gelu", False))
 
 
@@ -80,20 +112,21 @@ def build_clip(spec: ClipSpec, *, load_weights: bool = True) -> CLIP:
 def _load_pretrained(spec: ClipSpec) -> CLIP:
     assert spec.pretrained is not None
     source = spec.pretrained
-    is_tag = open_clip.is_pretrained_cfg(spec.model, source)
+    name = model_name(spec.model)
+    is_tag = open_clip.is_pretrained_cfg(name, source)
     if not is_tag:
-        from .weights import fetch_cached
+        from zegclip.weights import fetch_cached
 
         source = str(fetch_cached(source, flag="--clip-weights"))
     kwargs: dict[str, Any] = {"force_image_size": spec.image_size}
     if uses_quick_gelu(spec):
         kwargs["force_quick_gelu"] = True
     try:
-        if spec.config is not None or spec.model == "tiny-test":  # not an open_clip config name
+        if spec.config is not None:  # an inferred config, not an open_clip config name
             clip = CLIP(**model_config(spec), quick_gelu=uses_quick_gelu(spec))
             open_clip.load_checkpoint(clip, source)  # safetensors or weights_only torch.load
         else:
-            clip = open_clip.create_model(spec.model, pretrained=source, **kwargs)
+            clip = open_clip.create_model(name, pretrained=source, **kwargs)
     except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors when offline
         raise WeightsError(
             f"could not load CLIP weights '{spec.pretrained}' for {spec.model}: "
@@ -107,5 +140,5 @@ def _load_pretrained(spec: ClipSpec) -> CLIP:
 
 def tokenizer_for(spec: ClipSpec):
     """open_clip tokenizer matching the text tower (BPE with 77-token context for OpenAI CLIP)."""
-    name = "ViT-B-16" if spec.model == "tiny-test" or spec.config is not None else spec.model
+    name = "ViT-B-16" if spec.config is not None else model_name(spec.model)
     return open_clip.get_tokenizer(name)

@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ClipSpec
-from .embedding_cache import cached_embeddings, embedding_key, file_identity
-from .predictor import SegPredictor
-from .registry import load_model, local_path
-from .templates import resolve_templates
-from .text import flat_names, synonym_index
-from .vocab import Vocabulary
-from .weights import redact_uri
+from zegclip.clip import ClipSpec
+from zegclip.io.embedding_cache import cached_embeddings, embedding_key, file_identity
+from zegclip.io.registry import load_model, local_path
+from zegclip.predictor import SegPredictor
+from zegclip.templates import resolve_templates
+from zegclip.text import flat_names, synonym_index
+from zegclip.vocab import Vocabulary
+from zegclip.weights import redact_uri
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LabelerSpec:
         spec = ClipSpec(model=self.clip_model, pretrained=self.clip_pretrained)
         if not self.clip_weights:
             return spec
-        from .clip import uses_quick_gelu
+        from zegclip.clip import uses_quick_gelu
 
         return ClipSpec(
             model=self.clip_model, pretrained=self.clip_weights, quick_gelu=uses_quick_gelu(spec)
@@ -84,7 +84,7 @@ def build_model(spec: LabelerSpec, *, with_text: bool = True) -> torch.nn.Module
     """The scorer module (ZegCLIP, ZegOT or frozen CLIP) on CPU, eval mode."""
     if spec.checkpoint:
         return load_model(spec.checkpoint, with_text=with_text)
-    from .trainfree import build_frozen_clip
+    from zegclip.models.trainfree.model import build_frozen_clip
 
     return build_frozen_clip(spec.clip_spec, method=spec.method, with_text=with_text)
 
@@ -112,7 +112,7 @@ def check_spec(spec: LabelerSpec) -> None:
 
 def vocabulary_rows(spec: LabelerSpec, vocab: Vocabulary) -> tuple[list[str], np.ndarray]:
     """Names of every embedding row (synonyms, then background words) and their class index."""
-    from .predictor import BACKGROUND
+    from zegclip.predictor import BACKGROUND
 
     names = flat_names(vocab) + list(spec.background)
     index = np.concatenate([synonym_index(vocab), np.full(len(spec.background), BACKGROUND)])

@@ -1,8 +1,9 @@
 """Images in, label maps out: the model side of the pipeline's ``Predictor`` contract.
 
-``SegPredictor`` works with any *dense scorer* (ZegCLIP, ZegOT, training-free CLIP): it
-preprocesses each image, batches sliding-window crops across images, stitches per-class scores,
-reduces synonyms (max), resizes to the original size (bilinear), and takes the argmax.
+``SegPredictor`` works with any :class:`~zegclip.models.scorer.DenseScorer` (ZegCLIP, ZegOT,
+training-free CLIP): it preprocesses each image, batches sliding-window crops across images,
+stitches per-class scores, reduces synonyms (max), resizes to the original size (bilinear), and
+takes the argmax.
 """
 
 from __future__ import annotations
@@ -10,40 +11,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zegclip.models.scorer import DenseScorer
+
 BACKGROUND = -1  # synonym_index value of rows that mean "no class" (background words)
-
-
-class DenseScorer(Protocol):
-    """What a model family provides to :class:`SegPredictor`."""
-
-    def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """HWC uint8 RGB -> (1, 3, H, W) float32 model input."""
-        ...
-
-    def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """Sliding windows (y1, y2, x1, x2) over a preprocessed image."""
-        ...
-
-    def crop_scores(
-        self, crops: torch.Tensor, text_emb: torch.Tensor, seen: torch.Tensor | None
-    ) -> torch.Tensor:
-        """(N, 3, h, w) crops -> (N, S, h, w) float32 per-crop scores, averaged over windows.
-
-        Final confidences in [0, 1] (ZegCLIP's sigmoids), or logits when the scorer also has
-        ``activate``. Optional hooks, called when present:
-
-        * ``refine(scores (S, h, w), image (1, 3, h, w)) -> (S, h, w)``: on the stitched scores at
-          the preprocessed size (e.g. PAMR);
-        * ``activate(scores (S, H, W)) -> (S, H, W)``: after resizing to the original image,
-          turn logits into confidences (e.g. the training-free methods' scaled softmax).
-        """
-        ...
 
 
 @dataclass
@@ -148,11 +123,9 @@ class SegPredictor:
         self, scores: torch.Tensor, image: torch.Tensor, size: tuple[int, int]
     ) -> Prediction:
         """(S, h, w) stitched scores of the preprocessed ``image`` -> Prediction at ``size``."""
-        if hasattr(self.scorer, "refine"):
-            scores = self.scorer.refine(scores, image)
+        scores = self.scorer.refine(scores, image)
         scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
-        if hasattr(self.scorer, "activate"):
-            scores = self.scorer.activate(scores)
+        scores = self.scorer.activate(scores)
         per_class = _reduce_rows(scores, self.index, self.num_classes + 1)  # (C+1, H, W)
         confidence, labels = per_class.max(dim=0)
         unlabelled = labels == self.num_classes

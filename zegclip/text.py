@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 
-from .vocab import Vocabulary
+from zegclip.vocab import Vocabulary
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 

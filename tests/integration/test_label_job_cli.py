@@ -23,12 +23,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO_ROOT, free_port
+from tiny_models import TINY_CLIP
 
 from pipeline import encode, schema, storage, write
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TINY = ["--clip-model", "tiny-test", "--clip-pretrained", "none", "--batch-size", "2"]
+TINY = ["--clip-model", TINY_CLIP, "--clip-pretrained", "none", "--batch-size", "2"]
 
 
 def _run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -84,7 +85,7 @@ def test_cli_labels_resumes_and_sets_exit_codes(local_input: dict, tmp_path: Pat
         assert len(r[schema.CLASS_PIXEL_COUNTS]) == 4  # classes, not synonyms
     meta = json.loads(pq.read_schema(files[0]).metadata[b"labeler"])
     assert meta["vocabulary"] == ["road", "car", "sky", "person"]
-    assert meta["model"]["clip_model"] == "tiny-test"
+    assert meta["model"]["clip_model"] == TINY_CLIP
     run = json.loads((Path(out) / "run.json").read_text())
     assert run["config"]["max_error_rate"] == 0.0 and run["config"]["shard_size"] == 2
 

@@ -28,11 +28,12 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO_ROOT
+from tiny_models import TINY_CLIP
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ACCESS_KEY_ID = "AKIALEAKCANARY0000001"
-TINY = ["--clip-model", "tiny-test", "--clip-pretrained", "none", "--batch-size", "2"]
+TINY = ["--clip-model", TINY_CLIP, "--clip-pretrained", "none", "--batch-size", "2"]
 
 
 def _canary(tag: str) -> str:

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import TINY_CLIP
 
 import zegclip
 from jobs import train
-from zegclip.metrics import compute_metrics, confusion_matrix
 from zegclip.text import load_text_embeddings
+from zegclip.train.metrics import compute_metrics, confusion_matrix
 
 REPO = Path(__file__).resolve().parents[1].parent
 CAMVID = REPO / ".." / "shared" / "data" / "camvid"
@@ -56,7 +57,7 @@ def _flags(images: str, masks: str, output: Path, *extra: str) -> list[str]:
         "--output",
         str(output),
         "--clip-model",
-        "tiny-test",
+        TINY_CLIP,
         "--clip-weights",
         "none",
         "--decoder-ffn-dim",

@@ -8,12 +8,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from tiny_models import TINY_CLIP
 
 import zegclip
 from zegclip import ClipSpec
-from zegclip.metrics import compute_metrics, confusion_matrix
+from zegclip.models.zegot.config import ZegOTConfig
+from zegclip.models.zegot.model import build_zegot
 from zegclip.preprocess import normalize
-from zegclip.training import (
+from zegclip.train.loop import (
     MaskLogits,
     StepBatch,
     TrainConfig,
@@ -21,8 +23,7 @@ from zegclip.training import (
     seen_vector,
     train_step,
 )
-from zegclip.zegot import build_zegot
-from zegclip.zegot_config import ZegOTConfig
+from zegclip.train.metrics import compute_metrics, confusion_matrix
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ def test_tiny_zegot_trains_on_camvid() -> None:
     images, labels = load_camvid("train", NUM_IMAGES)
     torch.manual_seed(0)
     config = ZegOTConfig(
-        clip=ClipSpec(model="tiny-test", pretrained=None),
+        clip=ClipSpec(model=TINY_CLIP, pretrained=None),
         layers=(-2, -1),
         seen_classes=tuple(n for n, s in zip(names, seen) if s),
     )
@@ -102,7 +103,7 @@ def test_tiny_zegot_trains_on_camvid() -> None:
 def test_labeler_runs_a_zegot_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(0)
     config = ZegOTConfig(
-        clip=ClipSpec(model="tiny-test", pretrained=None), num_prompts=3, layers=(-2, -1)
+        clip=ClipSpec(model=TINY_CLIP, pretrained=None), num_prompts=3, layers=(-2, -1)
     )
     path = zegclip.save_checkpoint(build_zegot(config), tmp_path / "z.safetensors", embed_clip=True)
     spec = zegclip.LabelerSpec(checkpoint=str(path), device="cpu")

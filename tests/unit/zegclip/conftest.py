@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import TINY_CLIP
 
 import zegclip
 from zegclip import ClipSpec, ZegCLIPConfig
@@ -16,7 +17,7 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 def tiny_config(**overrides) -> ZegCLIPConfig:
     """2-layer width-64 CLIP, 3-layer decoder with a 128-wide FFN, 4 prompt tokens."""
     base = dict(
-        clip=ClipSpec(model="tiny-test", pretrained=None),
+        clip=ClipSpec(model=TINY_CLIP, pretrained=None),
         num_prompt_tokens=4,
         decoder_ffn_dim=128,
         seen_classes=("car", "road"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import zegclip
-from zegclip.embedding_cache import cached_embeddings, embedding_key
+from zegclip.io.embedding_cache import cached_embeddings, embedding_key
 
 
 def test_cache_computes_once_and_rewrites_corrupt_files(tmp_path):

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 
 from jobs.evaluate import evaluate_predictions
 from pipeline import schema
-from zegclip.metrics import compute_metrics
-from zegclip.segdata import encode_png, folder_pairs
+from zegclip.train.data import encode_png, folder_pairs
+from zegclip.train.metrics import compute_metrics
 
 
 def test_rows_match_gt_by_stem_and_ids_map_by_name(tmp_path):

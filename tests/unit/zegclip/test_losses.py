@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from zegclip.losses import dice_loss, one_hot_targets, seg_loss, sigmoid_focal_loss
+from zegclip.train.losses import dice_loss, one_hot_targets, seg_loss, sigmoid_focal_loss
 
 LN2 = math.log(2)
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from zegclip.metrics import compute_metrics, confusion_matrix, format_table, harmonic_mean
+from zegclip.train.metrics import compute_metrics, confusion_matrix, format_table, harmonic_mean
 
 GT = np.array([[0, 0, 1], [1, 2, 255]])
 PRED = np.array([[0, 1, 1], [1, 0, 2]])

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 import zegclip
-from zegclip.checkpoint import CheckpointError
-from zegclip.convert import convert_official
-from zegclip.datasets import seen_classes
+from zegclip.io.checkpoint import CheckpointError
+from zegclip.io.convert import convert_official
 from zegclip.preprocess import official_resize_shape, preprocess, slide_windows
+from zegclip.train.datasets import seen_classes
 
 W, LAYERS, TEXT_W, TEXT_LAYERS, EMBED, TOKENS, DEC_LAYERS, FFN = 128, 2, 128, 2, 128, 3, 3, 256
 

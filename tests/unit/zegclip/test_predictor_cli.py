@@ -11,14 +11,19 @@ from PIL import Image
 
 import zegclip
 from zegclip.cli import main as cli_main
+from zegclip.models.scorer import DenseScorer
 from zegclip.predictor import BACKGROUND, SegPredictor, ignore_index_for
 
 
-class FixedScorer:
+class FixedScorer(DenseScorer):
     """A DenseScorer whose crop scores are given per row: isolates the predictor's logic."""
 
     def __init__(self, row_scores: list[np.ndarray]):
+        super().__init__()
         self.rows = torch.tensor(np.stack(row_scores), dtype=torch.float32)  # (S, H, W)
+
+    def encode_vocabulary(self, names, templates=None):
+        raise NotImplementedError("rows are given")
 
     def preprocess(self, image):
         return torch.zeros(1, 3, *image.shape[:2])

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from zegclip.augment import AugmentConfig
-from zegclip.segdata import PairSource, encode_png, folder_pairs, map_labels, parquet_pairs
-from zegclip.training import SampleStream, next_batch
+from zegclip.train.augment import AugmentConfig
+from zegclip.train.data import PairSource, encode_png, folder_pairs, map_labels, parquet_pairs
+from zegclip.train.loop import SampleStream, next_batch
 
 
 def _write_folder(root, sizes):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zegclip.sinkhorn import log_sinkhorn, prompt_transport_score
+from zegclip.models.zegot.sinkhorn import log_sinkhorn, prompt_transport_score
 
 
 def plain_sinkhorn(cost: torch.Tensor, eps: float, iters: int) -> torch.Tensor:

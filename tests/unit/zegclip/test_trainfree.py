@@ -11,18 +11,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
+from tiny_models import TINY_CLIP
 
 import zegclip
-from zegclip.clip import WeightsError, build_clip
-from zegclip.config import ClipSpec
-from zegclip.pamr import PAMR
+from zegclip.clip import ClipSpec, WeightsError, build_clip
+from zegclip.models.trainfree.attention import forward_last_block, neighbourhood_bias, split_qkv
+from zegclip.models.trainfree.model import CLIP_MEAN, CLIP_STD, build_frozen_clip
+from zegclip.models.trainfree.pamr import PAMR
 from zegclip.predictor import BACKGROUND, SegPredictor, _mha_fastpath
 from zegclip.templates import IMAGENET80
-from zegclip.trainfree import CLIP_MEAN, CLIP_STD, build_frozen_clip
-from zegclip.trainfree_attention import forward_last_block, neighbourhood_bias, split_qkv
 
 METHODS = ("maskclip", "sclip", "clearclip", "naclip")
-TINY = ClipSpec(model="tiny-test", pretrained=None)
+TINY = ClipSpec(model=TINY_CLIP, pretrained=None)
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +288,7 @@ def test_labeler_path_with_local_clip_weights(tmp_path, shared_data):
     torch.save(saved.state_dict(), weights)
     spec = zegclip.LabelerSpec(
         checkpoint=None,
-        clip_model="tiny-test",
+        clip_model=TINY_CLIP,
         clip_pretrained=None,
         clip_weights=str(weights),
         background=("sky", "wall"),
@@ -316,11 +316,11 @@ def test_labeler_path_with_local_clip_weights(tmp_path, shared_data):
 
 def test_missing_or_corrupt_clip_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="--clip-weights"):
-        build_frozen_clip(ClipSpec(model="tiny-test", pretrained=str(tmp_path / "none.pt")))
+        build_frozen_clip(ClipSpec(model=TINY_CLIP, pretrained=str(tmp_path / "none.pt")))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="--clip-weights"):
-        build_frozen_clip(ClipSpec(model="tiny-test", pretrained=str(bad)))
+        build_frozen_clip(ClipSpec(model=TINY_CLIP, pretrained=str(bad)))
 
 
 def test_clip_weights_file_keeps_the_tags_quick_gelu():
@@ -331,7 +331,7 @@ def test_clip_weights_file_keeps_the_tags_quick_gelu():
     assert spec.clip_spec.quick_gelu is True  # OpenAI weights were trained with QuickGELU
     assert (
         zegclip.LabelerSpec(
-            clip_model="tiny-test", clip_pretrained=None, clip_weights="/w.pt"
+            clip_model=TINY_CLIP, clip_pretrained=None, clip_weights="/w.pt"
         ).clip_spec.quick_gelu
         is False
     )

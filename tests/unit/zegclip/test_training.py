@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import TINY_CLIP
 
 import zegclip
-from zegclip.augment import AugmentConfig
-from zegclip.segdata import PairSource, folder_pairs
-from zegclip.train_state import find_latest, load_training_state, save_training_checkpoint
-from zegclip.training import (
+from zegclip.train.augment import AugmentConfig
+from zegclip.train.data import PairSource, folder_pairs
+from zegclip.train.loop import (
     MaskLogits,
     TrainConfig,
     Trainer,
@@ -23,6 +23,7 @@ from zegclip.training import (
     seen_vector,
     set_lr,
 )
+from zegclip.train.state import find_latest, load_training_state, save_training_checkpoint
 
 CAMVID = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "camvid"
 NAMES = [line.strip() for line in (CAMVID / "classes.txt").read_text().splitlines() if line.strip()]
@@ -31,7 +32,7 @@ NAMES = [line.strip() for line in (CAMVID / "classes.txt").read_text().splitline
 def tiny_model(seed: int = 0) -> zegclip.ZegCLIP:
     torch.manual_seed(seed)
     cfg = zegclip.ZegCLIPConfig(
-        clip=zegclip.ClipSpec(model="tiny-test", pretrained=None),
+        clip=zegclip.ClipSpec(model=TINY_CLIP, pretrained=None),
         decoder_ffn_dim=128,
         seen_classes=("sky", "road"),
     )

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import TINY_CLIP
 
 import zegclip
 from zegclip import ClipSpec
-from zegclip.checkpoint import read_header
-from zegclip.zegot import ZegOT, build_zegot
-from zegclip.zegot_config import ZegOTConfig
+from zegclip.io.checkpoint import read_header
+from zegclip.models.zegot.config import ZegOTConfig
+from zegclip.models.zegot.model import ZegOT, build_zegot
 
 NAMES = ["car", "road", "sky", "tree", "building", "pole", "person"]
 
@@ -21,7 +22,7 @@ NAMES = ["car", "road", "sky", "tree", "building", "pole", "person"]
 def tiny_zegot_config(**overrides) -> ZegOTConfig:
     """2-block width-64 CLIP, both blocks aligned, 3 prompts of 4 context tokens."""
     base = dict(
-        clip=ClipSpec(model="tiny-test", pretrained=None),
+        clip=ClipSpec(model=TINY_CLIP, pretrained=None),
         num_prompts=3,
         layers=(-2, -1),
         seen_classes=("car", "road"),

@@ -1,7 +1,7 @@
 """Training-free dense segmentation with a frozen CLIP ViT (no checkpoint, no training).
 
 The last ViT block is modified as in MaskCLIP, SCLIP, ClearCLIP or NACLIP (see
-:mod:`zegclip.trainfree_attention`); patch tokens go through ``ln_post`` and ``proj`` and are
+:mod:`zegclip.models.trainfree.attention`); patch tokens go through ``ln_post`` and ``proj`` and are
 compared by cosine with the class-name embeddings (80 ImageNet templates averaged). As in the
 papers' code, each window's cosine map is resized bilinearly to the window and
 :class:`zegclip.predictor.SegPredictor` averages overlapping windows; the stitched logits are
@@ -33,18 +33,18 @@ import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from .clip import build_clip, tokenizer_for
-from .config import ClipSpec
-from .pamr import PAMR
-from .preprocess import resize_short_side, slide_windows
-from .templates import IMAGENET80
-from .text import Tokenizer, encode_with_tower
-from .trainfree_attention import (
+from zegclip.clip import ClipSpec, build_clip, tokenizer_for
+from zegclip.models.scorer import DenseScorer
+from zegclip.models.trainfree.attention import (
     LAST_BLOCKS,
     NACLIP_GAUSSIAN_STD,
     forward_last_block,
     neighbourhood_bias,
 )
+from zegclip.models.trainfree.pamr import PAMR
+from zegclip.preprocess import resize_short_side, slide_windows
+from zegclip.templates import IMAGENET80
+from zegclip.text import Tokenizer, encode_with_tower
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-class FrozenClipSegmenter(nn.Module):
+class FrozenClipSegmenter(DenseScorer):
     """Frozen CLIP ViT with a modified last block; a :class:`~zegclip.predictor.DenseScorer`.
 
     Args:
@@ -118,10 +118,6 @@ class FrozenClipSegmenter(nn.Module):
         self.default_min_score = recipe.min_score
         self.patch_size = visual.conv1.kernel_size[0]
         self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
-
-    def seen_mask(self, names: Sequence[str]) -> np.ndarray:
-        """(S,) bool, all False: nothing was trained, so no class gets a seen-class shift."""
-        return np.zeros(len(names), dtype=bool)
 
     @torch.no_grad()
     def encode_vocabulary(

@@ -6,11 +6,12 @@ import logging
 
 from torch import nn
 
-from .backbone import PromptedViT
-from .clip import build_clip, tokenizer_for
-from .config import ZegCLIPConfig
-from .decoder import SegHead
-from .model import ZegCLIP
+from zegclip.clip import build_clip, tokenizer_for
+from zegclip.models.scorer import count_trainable
+from zegclip.models.zegclip.backbone import PromptedViT
+from zegclip.models.zegclip.config import ZegCLIPConfig
+from zegclip.models.zegclip.decoder import SegHead
+from zegclip.models.zegclip.model import ZegCLIP
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,3 @@ def build_zegclip(
     )
     logger.info("ZegCLIP built: %s trainable parameters", f"{count_trainable(model):,}")
     return model.eval()
-
-
-def count_trainable(model: nn.Module) -> int:
-    """Number of parameters with ``requires_grad``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .weights import _resolve_cache_dir
+from zegclip.weights import _resolve_cache_dir
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from zegclip.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 IGNORE_INDEX = 255
 

@@ -24,7 +24,7 @@ import fsspec
 import torch
 from torch import nn
 
-from .checkpoint import save_checkpoint
+from zegclip.io.checkpoint import save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def save_model(model: nn.Module, uri: str, *, embed_clip: bool, transductive: bo
     shifts seen-class scores for inductive checkpoints.
     """
     config = model.config
-    if transductive and hasattr(config, "seen_shift"):
+    if transductive:  # both trainable families (ZegCLIP, ZegOT) have seen_shift
         model.config = dataclasses.replace(config, seen_shift=0.0)
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -2,17 +2,19 @@
 
 Both CLIP towers stay frozen. What trains (and what checkpoints store):
 
-* ``prompts.contexts`` (N, M, W): N CoOp-style context sets (:mod:`zegclip.zegot_prompts`);
+* ``prompts.contexts`` (N, M, W): N CoOp-style context sets (:mod:`zegclip.models.zegot.prompts`);
 * ``align.*``: the Deep Local Feature Alignment / MPOT part, per aligned ViT block l a
   relationship descriptor ``q_l = proj_l([g_l * t, t])`` (ZegCLIP's, reused from
-  :mod:`zegclip.decoder`; an ICLR-2024 reviewer describes ZegOT's deep alignment as exactly
-  this, extended to several layers), plus softmax layer weights and a sigmoid logit scale/bias.
+  :mod:`zegclip.models.zegclip.decoder`; an ICLR-2024 reviewer describes ZegOT's deep alignment
+  as exactly this, extended to several layers), plus softmax layer weights and a sigmoid logit
+  scale/bias.
 
 Per aligned block l, the block's tokens go through CLIP's frozen ``ln_post`` + ``proj``; its class
 token gives ``g_l`` and its patch tokens ``p_l`` (both L2-normalised). Pixel-prompt similarities
 ``cos(p_l, q_l)`` are refined by a log-domain Sinkhorn plan per image and class (cost
 ``1 - cos``, uniform marginals, eps 0.05, <= 100 iterations, tol 1e-6) into
-``S_l = sum_n M N T ⊙ sim`` (:func:`zegclip.sinkhorn.prompt_transport_score`). The final map is
+``S_l = sum_n M N T ⊙ sim`` (:func:`zegclip.models.zegot.sinkhorn.prompt_transport_score`).
+The final map is
 ``exp(s) * (sum_l w_l S_l) / N + b`` with ``w = softmax(layer_weights)``.
 
 Where the paper is silent, choices follow OTSeg's released code (the authors' follow-up; ZegOT's
@@ -30,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -38,16 +39,15 @@ from open_clip.model import CLIP
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from .backbone import resize_spatial_pos
-from .build import count_trainable
-from .checkpoint import load_family_checkpoint
-from .clip import build_clip, tokenizer_for
-from .decoder import RelationshipDescriptor
-from .model import DEFAULT_MIN_SCORE, ZegCLIP
-from .sinkhorn import prompt_transport_score
-from .text import Tokenizer
-from .zegot_config import ZegOTConfig
-from .zegot_prompts import PromptContexts, check_text_tower
+from zegclip.clip import build_clip, tokenizer_for
+from zegclip.models.mask_scorer import MaskLogitScorer
+from zegclip.models.scorer import count_trainable
+from zegclip.models.zegclip.backbone import resize_spatial_pos
+from zegclip.models.zegclip.decoder import RelationshipDescriptor
+from zegclip.models.zegot.config import ZegOTConfig
+from zegclip.models.zegot.prompts import PromptContexts, check_text_tower
+from zegclip.models.zegot.sinkhorn import prompt_transport_score
+from zegclip.text import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class DeepAlignment(nn.Module):
         return self.logit_scale.exp() * total / num_prompts + self.logit_bias
 
 
-class ZegOT(nn.Module):
+class ZegOT(MaskLogitScorer):
     """The ZegOT segmentor (same surfaces as :class:`zegclip.ZegCLIP`).
 
     Args:
@@ -123,13 +123,6 @@ class ZegOT(nn.Module):
         self.layer_indices = resolve_layers(config.layers, depth)
         self._token_cache: dict[tuple[str, ...], torch.Tensor] = {}
 
-    # Family-independent surfaces shared with ZegCLIP (they only read config and mask_logits).
-    preprocess = ZegCLIP.preprocess
-    windows = ZegCLIP.windows
-    crop_scores = ZegCLIP.crop_scores
-    slide_scores = ZegCLIP.slide_scores
-    seen_mask = ZegCLIP.seen_mask
-    default_min_score = DEFAULT_MIN_SCORE
     default_templates: tuple[str, ...] = ("{}",)  # learned contexts replace templates
     learns_text_prompts = True  # training re-encodes the vocabulary every step (MaskLogits)
 
@@ -149,10 +142,6 @@ class ZegOT(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Prompt contexts and alignment: what training changes and checkpoints store."""
         return {k: v for k, v in self.state_dict().items() if k.startswith(TRAINABLE_PREFIXES)}
-
-    def drop_text_tower(self) -> None:
-        """Free the text tower in replicas that only consume precomputed embeddings."""
-        self.text = None
 
     def encode_vocabulary(
         self, names: Sequence[str], templates: Sequence[str] | None = None
@@ -297,12 +286,3 @@ def build_zegot(
         f"{count_trainable(align):,}",
     )
     return model.eval()
-
-
-def load_zegot_checkpoint(path: str | Path, *, with_text: bool = True) -> ZegOT:
-    """Rebuild a ZegOT from one of our checkpoints (CPU, eval mode).
-
-    Raises:
-        CheckpointError: not a ZegOT checkpoint, or tensors that do not match its config.
-    """
-    return load_family_checkpoint(path, ZegOTConfig, build_zegot, with_text=with_text)

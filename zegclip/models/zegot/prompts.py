@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 from torch import nn
 
-from .text import Tokenizer
+from zegclip.text import Tokenizer
 
 # Prefixes of OTSeg's hand-written templates; each is 4 BPE tokens long.
 CONTEXT_INIT = (

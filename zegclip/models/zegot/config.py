@@ -6,8 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import FORMAT_VERSION, ClipSpec, config_from_dict
-from .sinkhorn import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL
+from zegclip.clip import ClipSpec
+from zegclip.models.config import FORMAT_VERSION, config_from_dict
+from zegclip.models.zegot.sinkhorn import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL
 
 
 @dataclass(frozen=True)

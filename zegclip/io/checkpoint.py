@@ -21,9 +21,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .build import build_zegclip
-from .config import ZegCLIPConfig
-from .model import ZegCLIP
+from zegclip.models.zegclip.build import build_zegclip
+from zegclip.models.zegclip.config import ZegCLIPConfig
+from zegclip.models.zegclip.model import ZegCLIP
+from zegclip.models.zegot.config import ZegOTConfig
+from zegclip.models.zegot.model import ZegOT, build_zegot
 
 logger = logging.getLogger(__name__)
 
@@ -177,3 +179,12 @@ def _check_keys(
             if keys
         )
         raise CheckpointError(f"{what} weights do not match the model config ({detail})")
+
+
+def load_zegot_checkpoint(path: str | Path, *, with_text: bool = True) -> ZegOT:
+    """Rebuild a ZegOT from one of our checkpoints (CPU, eval mode).
+
+    Raises:
+        CheckpointError: not a ZegOT checkpoint, or tensors that do not match its config.
+    """
+    return load_family_checkpoint(path, ZegOTConfig, build_zegot, with_text=with_text)

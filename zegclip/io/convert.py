@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 
-from .build import build_zegclip
-from .checkpoint import CLIP_PREFIX, CheckpointError, load_clip_into, load_trainable
-from .config import ClipSpec, ZegCLIPConfig
-from .model import ZegCLIP
-from .templates import SINGLE, ZEGCLIP15
+from zegclip.clip import ClipSpec
+from zegclip.io.checkpoint import CLIP_PREFIX, CheckpointError, load_clip_into, load_trainable
+from zegclip.models.zegclip.build import build_zegclip
+from zegclip.models.zegclip.config import ZegCLIPConfig
+from zegclip.models.zegclip.model import ZegCLIP
+from zegclip.templates import SINGLE, ZEGCLIP15
 
 _PROMPT_KEY = re.compile(r"^(prompt_embeddings|deep_prompt_embeddings|prompt_proj\.|prompt_norm\.)")
 _DROPPED = re.compile(r"^decode_head\.(decoder_1\.layers\.\d+\.(self_attn|norm1)\.|loss_decode\.)")

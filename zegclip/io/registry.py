@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoint import CheckpointError, read_header
+from zegclip.io.checkpoint import (
+    CheckpointError,
+    load_zegclip_checkpoint,
+    load_zegot_checkpoint,
+    read_header,
+)
 
 logger = logging.getLogger(__name__)
 
 OFFICIAL_SUFFIXES = (".pth", ".pt")
 
-# family name in a checkpoint's config -> "module:function" loading (path, with_text=...).
-FAMILY_LOADERS: dict[str, str] = {
-    "zegclip": "zegclip.checkpoint:load_zegclip_checkpoint",
-    "zegot": "zegclip.zegot:load_zegot_checkpoint",
+# family name in a checkpoint's config -> loader(path, with_text=...).
+FAMILY_LOADERS: dict[str, Callable[..., nn.Module]] = {
+    "zegclip": load_zegclip_checkpoint,
+    "zegot": load_zegot_checkpoint,
 }
 
 
@@ -31,7 +36,7 @@ def local_path(path_or_uri: str | Path, *, flag: str = "--checkpoint") -> Path:
     """
     text = str(path_or_uri)
     if "://" in text:
-        from .weights import fetch_cached
+        from zegclip.weights import fetch_cached
 
         return Path(fetch_cached(text, flag=flag))
     path = Path(text).expanduser()
@@ -61,7 +66,7 @@ def load_model(
     """
     file = local_path(path)
     if file.suffix in OFFICIAL_SUFFIXES:
-        from .convert import convert_official
+        from zegclip.io.convert import convert_official
 
         model = convert_official(file, seen_classes=tuple(seen_classes))
         if not with_text:
@@ -70,6 +75,4 @@ def load_model(
     family = json.loads(read_header(file)["zegclip_config"]).get("family", "zegclip")
     if family not in FAMILY_LOADERS:
         raise CheckpointError(f"{file}: unknown model family '{family}'")
-    module, function = FAMILY_LOADERS[family].split(":")
-    loader = getattr(importlib.import_module(module), function)
-    return loader(file, with_text=with_text).to(device)
+    return FAMILY_LOADERS[family](file, with_text=with_text).to(device)

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import AugmentConfig, augment
-from .losses import IGNORE_INDEX, seg_loss
-from .segdata import PairSource
+from zegclip.train.augment import AugmentConfig, augment
+from zegclip.train.data import PairSource
+from zegclip.train.losses import IGNORE_INDEX, seg_loss
 
 logger = logging.getLogger(__name__)
 

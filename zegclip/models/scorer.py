@@ -1,0 +1,77 @@
+"""The one interface every model family implements: a dense scorer.
+
+:class:`zegclip.predictor.SegPredictor` drives any :class:`DenseScorer`: it preprocesses each
+image, cuts sliding windows, batches same-size crops through :meth:`DenseScorer.crop_scores`,
+stitches them, calls :meth:`DenseScorer.refine` on the stitched scores, resizes them to the
+image, calls :meth:`DenseScorer.activate`, and takes the argmax. The two hooks default to no-ops.
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class DenseScorer(nn.Module, metaclass=ABCMeta):
+    """Base class of ZegCLIP, ZegOT and the training-free frozen CLIP.
+
+    Attributes:
+        default_templates: prompt templates used when the caller names none.
+        default_min_score: best-class score under which a pixel is unlabelled (None: off).
+        text: the frozen CLIP text tower, or None in replicas fed precomputed embeddings.
+    """
+
+    default_templates: tuple[str, ...] = ("{}",)
+    default_min_score: float | None = None
+    text: nn.Module | None  # set by each family's constructor
+
+    @abstractmethod
+    def encode_vocabulary(
+        self, names: Sequence[str], templates: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """S row names -> (S, ...) float32 embeddings (ZegOT: (S, N, D); others (S, D))."""
+
+    @abstractmethod
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB -> (1, 3, H', W') float32 model input."""
+
+    @abstractmethod
+    def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """Sliding windows (y1, y2, x1, x2) covering a preprocessed (height, width) image."""
+
+    @abstractmethod
+    def crop_scores(
+        self, crops: torch.Tensor, text_emb: torch.Tensor, seen: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, 3, h, w) crops -> (B, S, h, w) float32 scores (confidences or logits).
+
+        Args:
+            crops: preprocessed crops of one size.
+            text_emb: (S, ...) row embeddings from :meth:`encode_vocabulary`.
+            seen: optional (S,) bool rows that get the inductive seen-class shift.
+        """
+
+    def seen_mask(self, names: Sequence[str]) -> np.ndarray:
+        """(S,) bool rows that are seen (training) classes; none by default."""
+        return np.zeros(len(names), dtype=bool)
+
+    def refine(self, scores: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Hook on stitched (S, h, w) scores with the preprocessed (1, 3, h, w) image; no-op."""
+        return scores
+
+    def activate(self, scores: torch.Tensor) -> torch.Tensor:
+        """Hook on (S, H, W) scores at the original size, e.g. logits -> probabilities; no-op."""
+        return scores
+
+    def drop_text_tower(self) -> None:
+        """Free the text tower in replicas that only consume precomputed embeddings."""
+        self.text = None
+
+
+def count_trainable(model: nn.Module) -> int:
+    """Number of parameters with ``requires_grad``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,1 @@
+"""Training-free frozen CLIP (MaskCLIP, SCLIP, ClearCLIP, NACLIP) with PAMR refinement."""

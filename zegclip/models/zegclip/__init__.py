@@ -1,0 +1,1 @@
+"""ZegCLIP (Zhou et al., CVPR 2023): config, prompted ViT backbone, decoder, model, builder."""

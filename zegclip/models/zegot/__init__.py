@@ -1,0 +1,1 @@
+"""ZegOT: learned prompt sets matched to frozen CLIP features by optimal transport."""

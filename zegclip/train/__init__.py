@@ -1,0 +1,1 @@
+"""Training: image/mask pair sources, augmentation, losses, the loop and its state, metrics."""
