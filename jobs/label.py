@@ -44,6 +44,8 @@ logger = logging.getLogger("jobs.label")
 
 EXIT_CONFIG = 2
 EXIT_ERROR_RATE = 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One ``--kebab-case`` flag per ``LabelJobConfig`` field; defaults shown in ``--help``."""
     parser = argparse.ArgumentParser(
@@ -103,10 +105,9 @@ def load_vocab(uri: str) -> Any:
 
 def make_spec(cfg: LabelJobConfig) -> Any:
     """The model spec from the job config (``--clip-pretrained none`` = random weights)."""
-    pretrained = cfg.clip_pretrained
-    if pretrained is not None and pretrained.lower() in ("", "none"):
-        pretrained = None
-    return _zegclip().LabelerSpec(
+    zegclip = _zegclip()
+    pretrained = zegclip.clip.weights_source(cfg.clip_pretrained)
+    return zegclip.LabelerSpec(
         checkpoint=cfg.checkpoint,
         clip_model=cfg.clip_model,
         clip_pretrained=pretrained,

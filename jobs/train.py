@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # `python jobs/train.py` from the repo root
 
 import zegclip  # noqa: E402
 from jobs.flags import add_dataclass_flags  # noqa: E402
+from zegclip.clip import weights_source  # noqa: E402
 from zegclip.text import load_text_embeddings  # noqa: E402
 from zegclip.train.augment import AugmentConfig  # noqa: E402
 from zegclip.train.data import (  # noqa: E402
@@ -100,7 +101,7 @@ class JobConfig:
 
 def build_zegclip_model(job: JobConfig, seen_classes: tuple[str, ...]):
     """ZegCLIP from the job flags; test-time geometry follows the training scale and crop."""
-    pretrained = job.clip_weights if job.clip_weights not in (None, "", "none") else None
+    pretrained = weights_source(job.clip_weights)
     config = zegclip.ZegCLIPConfig(
         clip=zegclip.ClipSpec(model=job.clip_model, pretrained=pretrained),
         num_prompt_tokens=job.num_prompt_tokens,
@@ -118,7 +119,7 @@ def build_zegot_model(job: JobConfig, seen_classes: tuple[str, ...]):
     from zegclip.models.zegot.config import ZegOTConfig
     from zegclip.models.zegot.model import build_zegot
 
-    pretrained = job.clip_weights if job.clip_weights not in (None, "", "none") else None
+    pretrained = weights_source(job.clip_weights)
     names = {f.name for f in dataclasses.fields(ZegOTConfig)}
     extra = {
         "short_side": job.scale[1],
@@ -252,7 +253,7 @@ def _device(job: JobConfig, in_ray: bool):
 
 
 def _loop(job: JobConfig, trainer: Trainer, rank: int, in_ray: bool) -> dict:
-    embed = job.clip_weights in (None, "", "none")
+    embed = weights_source(job.clip_weights) is None
     out: dict = {}
     while trainer.step < job.max_iters:
         out = trainer.train_one()

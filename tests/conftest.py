@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_ROOT = REPO_ROOT / ".." / "shared" / "data"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from tiny_models import DATA_ROOT, NO_DATA_REASON  # noqa: E402
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -39,9 +40,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """The shared real-image data folder (``../shared/data`` from the repo root)."""
+    """The shared real-image data folder (``../shared/data`` from the repo root); skips without."""
     if not DATA_ROOT.is_dir():
-        pytest.fail(f"shared test data missing at {DATA_ROOT}")
+        pytest.skip(NO_DATA_REASON)
     return DATA_ROOT
 
 

@@ -48,6 +48,13 @@ class WeightsError(FileNotFoundError):
     """CLIP weights could not be found or loaded; the message names the flag to fix it."""
 
 
+def weights_source(value: str | None) -> str | None:
+    """A weights tag, path or URI; None where ``value`` means "no weights" (None, "", "none")."""
+    if value is None or value.strip().lower() in ("", "none"):
+        return None
+    return value
+
+
 def model_name(model: str) -> str:
     """The open_clip name of ``model``; a config JSON path is registered with open_clip first.
 

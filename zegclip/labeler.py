@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from zegclip.clip import ClipSpec
+from zegclip.devices import PRECISIONS, resolve_device
 from zegclip.io.embedding_cache import cached_embeddings, embedding_key, file_identity
 from zegclip.io.registry import load_model, local_path
 from zegclip.predictor import SegPredictor
@@ -73,13 +74,6 @@ class LabelerSpec:
         )
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def build_model(spec: LabelerSpec, *, with_text: bool = True) -> torch.nn.Module:
     """The scorer module (ZegCLIP, ZegOT or frozen CLIP) on CPU, eval mode."""
     if spec.checkpoint:
@@ -96,8 +90,10 @@ def check_spec(spec: LabelerSpec) -> None:
         FileNotFoundError: checkpoint or CLIP weights missing (message names the flag).
         ValueError: invalid option values.
     """
-    if spec.precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"--precision must be fp32, bf16 or fp16, not {spec.precision}")
+    if spec.precision not in PRECISIONS:
+        raise ValueError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, not {spec.precision}"
+        )
     if spec.min_score is not None and not 0.0 <= spec.min_score <= 1.0:
         raise ValueError(f"--min-score must be within [0, 1], got {spec.min_score}")
     if spec.templates is not None:

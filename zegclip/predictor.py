@@ -16,7 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zegclip.devices import autocast
 from zegclip.models.scorer import DenseScorer
+from zegclip.vocab import IGNORE_INDEX
 
 BACKGROUND = -1  # synonym_index value of rows that mean "no class" (background words)
 
@@ -37,8 +39,8 @@ class Prediction:
 
 
 def ignore_index_for(num_classes: int) -> int:
-    """255 for uint8 label maps (<= 255 classes), else 65535."""
-    return 255 if num_classes <= 255 else 65535
+    """``IGNORE_INDEX`` (255) for uint8 label maps (<= 255 classes), else 65535 (uint16)."""
+    return IGNORE_INDEX if num_classes <= IGNORE_INDEX else 65535
 
 
 class SegPredictor:
@@ -108,16 +110,10 @@ class SegPredictor:
         for shape in dict.fromkeys(c.shape for c in crops):  # same-size crops share a forward
             group = [k for k, c in enumerate(crops) if c.shape == shape]
             batch = torch.stack([crops[k] for k in group]).to(self.device)
-            with self._autocast():
+            with autocast(self.device, self.precision):
                 scores = self.scorer.crop_scores(batch, self.text_emb, self.seen).float().cpu()
             out.extend(zip(group, scores))
         return [s for _, s in sorted(out, key=lambda kv: kv[0])]
-
-    def _autocast(self):
-        if self.device.type != "cuda" or self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-        return torch.autocast("cuda", dtype=dtype)
 
     def _finish(
         self, scores: torch.Tensor, image: torch.Tensor, size: tuple[int, int]
@@ -132,7 +128,7 @@ class SegPredictor:
         if self.min_score is not None:
             unlabelled |= confidence < self.min_score
         labels[unlabelled] = self.ignore_index
-        dtype = np.uint8 if self.ignore_index == 255 else np.uint16
+        dtype = np.uint8 if self.ignore_index == IGNORE_INDEX else np.uint16
         label_map = labels.numpy().astype(dtype)
         counts = np.bincount(label_map[~unlabelled.numpy()].ravel(), minlength=self.num_classes)
         return Prediction(

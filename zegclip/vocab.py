@@ -19,6 +19,10 @@ from pathlib import Path
 MAX_NAME_CHARS = 120  # CLIP's 77-token context fits ~40 words; longer entries are mistakes
 MAX_CLASSES = 65534  # uint16 label maps keep 65535 for "unlabelled"
 
+# Label id of unlabelled / ignored pixels in uint8 label maps (mmseg's convention); class ids
+# are 0..C-1. Vocabularies over 255 classes use uint16 maps with 65535 instead.
+IGNORE_INDEX = 255
+
 
 class VocabularyError(ValueError):
     """A vocabulary that cannot be used; the message says which line and how to fix it."""

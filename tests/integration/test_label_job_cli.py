@@ -254,3 +254,32 @@ def test_ray_job_submit_end_to_end(
             r[schema.HEIGHT],
             r[schema.WIDTH],
         )
+
+
+def test_readme_demo_labels_the_bundled_sample_photos(tmp_path: Path) -> None:
+    """The README's first command without ../shared: scikit-image's photos, the example vocab."""
+    photos = tmp_path / "photos"
+    made = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "sample_photos.py"), str(photos)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(made.stdout.split()) == 5
+    out = tmp_path / "demo"
+    vocab = REPO_ROOT / "examples" / "vocab.txt"
+    done = _run_cli("--vocab", str(vocab), "--input", str(photos), "--output", str(out), *TINY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pq.read_table(out / "labels")
+    assert sorted(table.column(schema.STATUS).to_pylist()) == ["ok"] * 5
+    sizes = {Path(p).name: (w, h) for p, w, h in zip(*table_columns(table))}
+    assert sizes["astronaut.png"] == (512, 512) and sizes["rocket.jpg"] == (640, 427)
+
+
+def table_columns(table) -> tuple[list, list, list]:
+    """Source file, width and height of every row."""
+    return (
+        table.column(schema.SOURCE_URI).to_pylist(),
+        table.column(schema.WIDTH).to_pylist(),
+        table.column(schema.HEIGHT).to_pylist(),
+    )

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import TINY_CLIP
+from tiny_models import DATA_ROOT, TINY_CLIP, requires_shared_data
 
 import zegclip
 from jobs import train
@@ -23,12 +23,12 @@ from zegclip.text import load_text_embeddings
 from zegclip.train.metrics import compute_metrics, confusion_matrix
 
 REPO = Path(__file__).resolve().parents[1].parent
-CAMVID = REPO / ".." / "shared" / "data" / "camvid"
+CAMVID = DATA_ROOT / "camvid"
 CLASSES = str(CAMVID / "classes.txt")
 UNSEEN = "car,pedestrian"
 NUM_IMAGES = 16
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_shared_data]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from tiny_models import TINY_CLIP
+from tiny_models import DATA_ROOT, TINY_CLIP, requires_shared_data
 
 import zegclip
 from zegclip import ClipSpec
@@ -25,9 +25,8 @@ from zegclip.train.loop import (
 )
 from zegclip.train.metrics import compute_metrics, confusion_matrix
 
-pytestmark = pytest.mark.integration
-
-CAMVID = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "camvid"
+pytestmark = [pytest.mark.integration, requires_shared_data]
+CAMVID = DATA_ROOT / "camvid"
 UNSEEN = ("pedestrian", "bicyclist")
 SIZE = (224, 160)  # (width, height): 14 x 10 patches of the tiny ViT
 NUM_IMAGES = 4

@@ -15,8 +15,7 @@ import cv2
 import numpy as np
 
 from zegclip.preprocess import IMAGENET_MEAN, IMAGENET_STD
-
-IGNORE_INDEX = 255
+from zegclip.vocab import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,10 @@ import cv2
 import fsspec
 import numpy as np
 
-from zegclip.vocab import parse_vocabulary
+from zegclip.vocab import IGNORE_INDEX, parse_vocabulary
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 

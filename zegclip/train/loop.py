@@ -33,9 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zegclip.devices import autocast
 from zegclip.train.augment import AugmentConfig, augment
 from zegclip.train.data import PairSource
-from zegclip.train.losses import IGNORE_INDEX, seg_loss
+from zegclip.train.losses import seg_loss
+from zegclip.vocab import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -245,13 +247,6 @@ class StepBatch:
     seen: torch.Tensor
 
 
-def _autocast(device: torch.device, precision: str):
-    if device.type == "cuda" and precision in ("bf16", "fp16"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast(device.type, enabled=False)
-
-
 def train_step(
     forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer,
@@ -273,7 +268,7 @@ def train_step(
     device = batch.images.device
     all_ids = torch.arange(len(batch.seen), device=batch.seen.device)
     queries = all_ids if transductive else all_ids[batch.seen]
-    with _autocast(device, cfg.precision):
+    with autocast(device, cfg.precision):
         logits = forward(batch.images, queries)
     logits = F.interpolate(
         logits.float(), size=batch.labels.shape[-2:], mode="bilinear", align_corners=False

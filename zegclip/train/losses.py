@@ -20,7 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from zegclip.vocab import IGNORE_INDEX
+
 FOCAL_WEIGHT = 100.0  # the authors use 100 (issue #7), not the 20 of the first released configs
 DICE_WEIGHT = 1.0
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from zegclip.vocab import IGNORE_INDEX
 
 
 def confusion_matrix(

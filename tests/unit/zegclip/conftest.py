@@ -11,8 +11,6 @@ from tiny_models import TINY_CLIP
 import zegclip
 from zegclip import ClipSpec, ZegCLIPConfig
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
-
 
 def tiny_config(**overrides) -> ZegCLIPConfig:
     """2-layer width-64 CLIP, 3-layer decoder with a 128-wide FFN, 4 prompt tokens."""
@@ -36,9 +34,3 @@ def tiny_model() -> zegclip.ZegCLIP:
 def tiny_checkpoint(tiny_model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     return zegclip.save_checkpoint(tiny_model, path, embed_clip=True)
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"test data missing at {SHARED_DATA}"
-    return SHARED_DATA

@@ -85,17 +85,17 @@ def test_zegclip_min_score_default_and_override(tiny_checkpoint):
     assert (strict.predict([image])[0].label_map == 255).all()
 
 
-def _real_photos(shared_data, n=2):
-    voc = sorted((shared_data / "voc2012-val-sample" / "images").glob("*.png"))[:n]
-    camvid = sorted((shared_data / "camvid" / "val").glob("*.jpg"))[:n]
+def _real_photos(data_root, n=2):
+    voc = sorted((data_root / "voc2012-val-sample" / "images").glob("*.png"))[:n]
+    camvid = sorted((data_root / "camvid" / "val").glob("*.jpg"))[:n]
     return voc + camvid
 
 
-def test_real_photos_through_the_predictor(tiny_checkpoint, shared_data):
+def test_real_photos_through_the_predictor(tiny_checkpoint, data_root):
     vocab = zegclip.Vocabulary.from_names(["car", "road", "sky", "person", "building"])
     spec = zegclip.LabelerSpec(checkpoint=str(tiny_checkpoint), min_score=0.0)
     predictor = zegclip.build_predictor(spec, vocab, zegclip.encode_vocabulary_for(spec, vocab))
-    photos = [np.asarray(Image.open(p).convert("RGB")) for p in _real_photos(shared_data)]
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in _real_photos(data_root)]
     for image, pred in zip(photos, predictor.predict(photos), strict=True):
         assert pred.label_map.shape == image.shape[:2] and pred.label_map.dtype == np.uint8
         assert pred.label_map.max() < 5
@@ -103,10 +103,10 @@ def test_real_photos_through_the_predictor(tiny_checkpoint, shared_data):
         assert ((pred.confidence >= 0) & (pred.confidence <= 1)).all()
 
 
-def test_cli_segment_writes_index_overlay_and_stats(tiny_checkpoint, shared_data, tmp_path):
+def test_cli_segment_writes_index_overlay_and_stats(tiny_checkpoint, data_root, tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("# street\ncar, automobile\nroad\nsky\n")
-    photos = _real_photos(shared_data, n=1)
+    photos = _real_photos(data_root, n=1)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     code = cli_main(

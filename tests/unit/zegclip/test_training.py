@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import TINY_CLIP
+from tiny_models import DATA_ROOT, TINY_CLIP, requires_shared_data
 
 import zegclip
 from zegclip.train.augment import AugmentConfig
@@ -25,8 +24,7 @@ from zegclip.train.loop import (
 )
 from zegclip.train.state import find_latest, load_training_state, save_training_checkpoint
 
-CAMVID = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "camvid"
-NAMES = [line.strip() for line in (CAMVID / "classes.txt").read_text().splitlines() if line.strip()]
+CAMVID = DATA_ROOT / "camvid"
 
 
 def tiny_model(seed: int = 0) -> zegclip.ZegCLIP:
@@ -98,16 +96,18 @@ def test_schedule_values():
 
 
 def _trainer(model, cfg) -> Trainer:
+    names = (CAMVID / "classes.txt").read_text().split()
     source = PairSource(
-        folder_pairs(str(CAMVID / "train"), str(CAMVID / "trainannot"))[:4], len(NAMES)
+        folder_pairs(str(CAMVID / "train"), str(CAMVID / "trainannot"))[:4], len(names)
     )
-    seen = seen_vector(NAMES, ["car", "pedestrian"])
-    emb = model.encode_vocabulary(NAMES)
+    seen = seen_vector(names, ["car", "pedestrian"])
+    emb = model.encode_vocabulary(names)
     aug = AugmentConfig(crop_size=32, scale=(128, 32))
-    forward = MaskLogits(model, NAMES, emb)
+    forward = MaskLogits(model, names, emb)
     return Trainer(model, cfg, source, aug, forward, seen, device=torch.device("cpu"))
 
 
+@requires_shared_data
 def test_resume_reproduces_uninterrupted_run(tmp_path):
     # 4 steps straight vs 2 + resume + 2; self-training switches on at step 3.
     cfg = TrainConfig(max_iters=4, batch_size=2, warmup_iters=2, lr=1e-3, self_train_from=3)

@@ -1,0 +1,30 @@
+"""Where and in which precision models run: device resolution and mixed-precision autocast."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to ``precision`` (``fp32``, ``bf16``, ``fp16``) on CUDA; CPU always runs float32.
+
+    Raises:
+        ValueError: unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    dtype = PRECISIONS[precision]
+    if device.type != "cuda" or dtype is None:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast("cuda", dtype=dtype)
