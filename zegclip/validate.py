@@ -222,7 +222,8 @@ def _fits(shape: tuple[int, ...], want: tuple[int | None, ...]) -> bool:
 
 
 def _shown(want: tuple[int | None, ...]) -> str:
-    return "(" + ", ".join("any" if w is None else str(w) for w in want) + ")"
+    sizes = ["any" if w is None else str(w) for w in want]
+    return f"({', '.join(sizes)}{',' if len(sizes) == 1 else ''})"
 
 
 def tensor_shapes(
