@@ -176,12 +176,20 @@ def _seen_mask(args: argparse.Namespace, names: list[str]) -> np.ndarray:
     return np.array([n.casefold() not in unseen for n in names], dtype=bool)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; prints the tables, returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = parse_args(argv)
+def _prepare(args: argparse.Namespace) -> tuple[list[str], np.ndarray, list]:
+    """Classes, seen mask and pairs; the checkpoint's header and the device checked first.
+
+    Raises:
+        FileNotFoundError / ValueError: with the flag to fix.
+    """
+    if args.limit < 0:
+        raise ValueError(f"--limit must be >= 0, got {args.limit}")
+    if args.checkpoint:
+        import zegclip
+
+        zegclip.check_device(args.device)
+        zegclip.check_checkpoint(args.checkpoint)
     names = read_classes(args.classes)
-    seen = _seen_mask(args, names)
     pairs = load_pairs(
         data=args.data,
         images=args.images,
@@ -189,6 +197,18 @@ def main(argv: list[str] | None = None) -> int:
         image_column=args.image_column,
         mask_column=args.mask_column,
     )[: args.limit or None]
+    return names, _seen_mask(args, names), pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; prints the tables, returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    try:
+        names, seen, pairs = _prepare(args)
+    except (FileNotFoundError, ValueError) as e:  # PairError, CheckpointError: ValueErrors
+        logger.error("configuration error: %s", e)
+        return 2
     report: dict = {}
     if args.checkpoint:
         conf = evaluate_checkpoint(

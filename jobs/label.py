@@ -95,12 +95,14 @@ def load_vocab(uri: str) -> Any:
         path = Path(storage.split_uri(uri)[1])
         if not path.is_file():
             raise FileNotFoundError(f"vocabulary file {uri} not found; pass --vocab PATH.")
-        return parse_vocabulary(path.read_text(encoding="utf-8").splitlines(), source=uri)
+        return parse_vocabulary(
+            path.read_text(encoding="utf-8").splitlines(), source=f"--vocab {uri}"
+        )
     try:
         text = storage.read_bytes(uri).decode("utf-8")
     except OSError as e:
         raise FileNotFoundError(f"--vocab {uri}: cannot read ({e}).") from e
-    return parse_vocabulary(text.splitlines(), source=uri)
+    return parse_vocabulary(text.splitlines(), source=f"--vocab {uri}")
 
 
 def make_spec(cfg: LabelJobConfig) -> Any:
@@ -126,7 +128,7 @@ def _prepare(argv: list[str] | None) -> tuple[LabelJobConfig, Any, Any, dict, An
     vocab = load_vocab(cfg.vocab)
     cfg = dataclasses.replace(cfg, class_names=tuple(vocab.names))
     spec = make_spec(cfg)
-    _zegclip().check_spec(spec)
+    _zegclip().check_spec(spec, vocab)
     model = _zegclip().describe(spec)
     return cfg, vocab, spec, model, plan_job(cfg, model)
 

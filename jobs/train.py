@@ -321,8 +321,11 @@ def validate(job: JobConfig) -> None:
     Raises:
         ValueError / FileNotFoundError: with the flag to fix.
     """
-    if job.model not in BUILDERS:
-        raise ValueError(f"--model {job.model}: choose one of {sorted(BUILDERS)}")
+    zegclip.check_choice(job.model, sorted(BUILDERS), "--model")
+    zegclip.check_clip_model(job.clip_model)
+    zegclip.check_clip_source(job.clip_model, job.clip_weights, "--clip-weights")
+    zegclip.check_choice(job.precision, ("bf16", "fp16", "fp32"), "--precision")
+    _check_ranges(job)
     names = read_classes(job.classes)
     seen_vector(names, read_unseen(job.unseen))
     pairs = load_pairs(
@@ -337,6 +340,37 @@ def validate(job: JobConfig) -> None:
     if job.self_train_from is not None and not 0 <= job.self_train_from < job.max_iters:
         raise ValueError("--self-train-from must lie in [0, --max-iters)")
     logger.info("%d classes, %d pairs, config %s", len(names), len(pairs), dataclasses.asdict(job))
+
+
+# flag -> (lowest allowed value, whether the bound is inclusive)
+_LOWER_BOUNDS = {
+    "max_iters": (1, True),
+    "batch_size": (1, True),
+    "crop_size": (1, True),
+    "num_prompt_tokens": (1, True),
+    "decoder_ffn_dim": (1, True),
+    "checkpoint_every": (1, True),
+    "log_every": (1, True),
+    "load_threads": (1, True),
+    "num_workers": (0, True),
+    "warmup_iters": (0, True),
+    "weight_decay": (0, True),
+    "min_lr": (0, True),
+    "lr": (0, False),
+    "lr_mult": (0, False),
+    "power": (0, False),
+}
+
+
+def _check_ranges(job: JobConfig) -> None:
+    """Numeric flags within their ranges (NaN fails every comparison, so it is refused)."""
+    for name, (low, inclusive) in _LOWER_BOUNDS.items():
+        value = getattr(job, name)
+        if not (value >= low if inclusive else value > low) or value == float("inf"):
+            sign = ">=" if inclusive else ">"
+            raise ValueError(f"--{name.replace('_', '-')} must be {sign} {low}, got {value}")
+    if not 0.0 <= job.warmup_ratio <= 1.0:
+        raise ValueError(f"--warmup-ratio must be within [0, 1], got {job.warmup_ratio}")
 
 
 HELP = {
@@ -397,7 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     job = parse_args(argv)
-    validate(job)
+    try:
+        validate(job)
+    except (FileNotFoundError, ValueError) as e:  # PairError, VocabularyError: ValueErrors
+        logger.error("configuration error: %s", e)
+        return 2
     write_job_config(job)
     if job.num_workers <= 0:
         out = run_worker(dataclasses.asdict(job))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +137,36 @@ def config_from_mapping(values: Mapping[str, Any]) -> LabelJobConfig:
         raise ConfigError(f"missing {flags}; give it on the command line or in --config.")
     if "class_names" in clean:
         clean["class_names"] = tuple(clean["class_names"])
-    return LabelJobConfig(**clean)
+    return LabelJobConfig(**{name: _typed(name, value) for name, value in clean.items()})
+
+
+# annotation base -> accepted Python types of values from a config file
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "tuple[str, ...]": (tuple,),
+}
+
+
+def _typed(name: str, value: Any) -> Any:
+    """A config-file value checked against its field's type; numbers for text fields become text
+    (YAML reads ``concurrency: 4`` as an int), ``true`` for a number is refused.
+
+    Raises:
+        ConfigError: a value of another type, naming the flag.
+    """
+    annotation = str(LabelJobConfig.__dataclass_fields__[name].type)
+    if value is None and "None" in annotation:
+        return value
+    base = annotation.split("|")[0].strip()
+    if base == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    accepted = _TYPES[base]
+    if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+        raise ConfigError(f"--{name.replace('_', '-')}: expected {base}, got {value!r}.")
+    return value
 
 
 def load_config_file(path: str) -> dict[str, Any]:
@@ -172,9 +202,9 @@ def validate(cfg: LabelJobConfig) -> None:
     cfg.actor_pool_size  # noqa: B018 - parses and raises on bad values
     _check(cfg.batch_size >= 1, "--batch-size must be >= 1.")
     _check(cfg.shard_size >= 1, "--shard-size must be >= 1.")
-    _check(cfg.num_cpus_per_actor > 0, "--num-cpus-per-actor must be > 0.")
+    _check(0 < cfg.num_cpus_per_actor < math.inf, "--num-cpus-per-actor must be > 0 and finite.")
     gpus = cfg.num_gpus_per_actor
-    _check(gpus is None or gpus >= 0, "--num-gpus-per-actor must be >= 0.")
+    _check(gpus is None or 0 <= gpus < math.inf, "--num-gpus-per-actor must be >= 0 and finite.")
     _check(0.0 <= cfg.max_error_rate <= 1.0, "--max-error-rate must be in [0, 1].")
     _check(cfg.limit is None or cfg.limit >= 1, "--limit must be >= 1.")
     _check(cfg.max_image_pixels >= 1, "--max-image-pixels must be >= 1.")

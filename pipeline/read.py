@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema, storage
+from pipeline.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,34 @@ def find_image_column(table_schema: pa.Schema, preferred: str | None = None) -> 
         if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0:
             return f.name
     raise ValueError(f"no binary or {{bytes, path}} image column in {table_schema.names}")
+
+
+def check_image_column(shards: Sequence[ShardSpec], image_column: str | None) -> None:
+    """Driver check: the first Parquet shard has the image column (its footer only is read).
+
+    Raises:
+        ConfigError: ``--image-column`` given without Parquet inputs, or the column (named or
+            auto-detected) is not in the first Parquet file. An unreadable file is left to the
+            per-row errors of the run.
+    """
+    parquet = [s for s in shards if s.kind == KIND_PARQUET]
+    if not parquet:
+        if image_column is not None:
+            raise ConfigError(
+                f"--image-column {image_column}: applies to .parquet inputs and --input has none."
+            )
+        return
+    fs, path = storage.filesystem_for(parquet[0].uris[0])
+    try:
+        with fs.open_input_file(path) as f:
+            file_schema = pq.ParquetFile(f).schema_arrow
+    except (OSError, pa.ArrowException):
+        return
+    try:
+        find_image_column(file_schema, image_column)
+    except ValueError as e:
+        flag = "--image-column" if image_column is not None else "--input (or set --image-column)"
+        raise ConfigError(f"{flag}: {e} of {parquet[0].uris[0]}.") from e
 
 
 def _read_parquet(shard: ShardSpec, image_column: str | None) -> list[Row]:

@@ -132,6 +132,7 @@ def plan_job(cfg: LabelJobConfig, model: dict[str, Any]) -> JobPlan:
             f"--input {cfg.input}: no images ({', '.join(read.IMAGE_EXTENSIONS)}), .tar or "
             ".parquet files found; point it at a folder, prefix or glob that holds some."
         )
+    read.check_image_column(shards, cfg.image_column)
     try:
         storage.check_writable(cfg.output)
     except OSError as e:

@@ -32,6 +32,13 @@ from zegclip.models.zegclip.config import ZegCLIPConfig  # noqa: E402
 from zegclip.models.zegclip.model import ZegCLIP  # noqa: E402
 from zegclip.predictor import Prediction, SegPredictor  # noqa: E402
 from zegclip.preprocess import preprocess  # noqa: E402
+from zegclip.validate import (  # noqa: E402
+    check_checkpoint,
+    check_choice,
+    check_clip_model,
+    check_clip_source,
+    check_device,
+)
 from zegclip.vocab import Vocabulary, VocabularyError, load_vocabulary  # noqa: E402
 
 __all__ = [
@@ -48,6 +55,11 @@ __all__ = [
     "ZegCLIPConfig",
     "build_predictor",
     "build_zegclip",
+    "check_checkpoint",
+    "check_choice",
+    "check_clip_model",
+    "check_clip_source",
+    "check_device",
     "check_spec",
     "count_trainable",
     "describe",

@@ -132,7 +132,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         background=tuple(w.strip() for w in args.background.split(",") if w.strip()),
     )
     vocab = load_vocabulary(args.vocab)
-    check_spec(spec)
+    check_spec(spec, vocab)
     predictor = build_predictor(spec, vocab, encode_vocabulary_for(spec, vocab))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

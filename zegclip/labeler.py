@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from zegclip import validate
 from zegclip.clip import ClipSpec
-from zegclip.devices import PRECISIONS, resolve_device
+from zegclip.devices import resolve_device
 from zegclip.io.embedding_cache import cached_embeddings, embedding_key, file_identity
 from zegclip.io.registry import load_model, local_path
 from zegclip.predictor import SegPredictor
@@ -83,27 +84,36 @@ def build_model(spec: LabelerSpec, *, with_text: bool = True) -> torch.nn.Module
     return build_frozen_clip(spec.clip_spec, method=spec.method, with_text=with_text)
 
 
-def check_spec(spec: LabelerSpec) -> None:
-    """Fail fast on unusable settings, before any work is scheduled.
+def check_spec(spec: LabelerSpec, vocab: Vocabulary | None = None) -> None:
+    """Fail fast on unusable settings, before any work is scheduled (see ``docs/validation.md``).
+
+    Reads no more than file headers: names and numeric ranges, the checkpoint's header (ours)
+    or keys (official ``.pth``), and in training-free mode the method, the CLIP model, its
+    pretrained tag and whether a ``clip_weights`` file fits that model.
+
+    Args:
+        spec: the settings.
+        vocab: when given, background words must not repeat its names.
 
     Raises:
-        FileNotFoundError: checkpoint or CLIP weights missing (message names the flag).
-        ValueError: invalid option values.
+        FileNotFoundError: checkpoint or CLIP weights missing (WeightsError: unusable weights).
+        ValueError: invalid option values (CheckpointError: unusable checkpoint). Every
+            message names the flag to fix.
     """
-    if spec.precision not in PRECISIONS:
-        raise ValueError(
-            f"--precision must be one of {', '.join(PRECISIONS)}, not {spec.precision}"
-        )
-    if spec.min_score is not None and not 0.0 <= spec.min_score <= 1.0:
-        raise ValueError(f"--min-score must be within [0, 1], got {spec.min_score}")
-    if spec.templates is not None:
-        resolve_templates(spec.templates)
-    if spec.device not in ("auto", "cpu") and not torch.cuda.is_available():
-        raise ValueError(f"--device {spec.device} requested but CUDA is not available here")
+    validate.check_choice(spec.precision, validate.PRECISIONS, "--precision")
+    validate.check_fraction(spec.min_score, "--min-score")
+    validate.check_device(spec.device)
+    validate.check_templates(spec.templates)
+    validate.check_background(spec.background, vocab)
+    validate.check_method(spec.method)
     if spec.checkpoint:
-        local_path(spec.checkpoint, flag="--checkpoint")
-    elif spec.clip_weights:
-        local_path(spec.clip_weights, flag="--clip-weights")
+        validate.check_checkpoint(spec.checkpoint)
+        return
+    validate.check_clip_model(spec.clip_model)
+    if spec.clip_weights:  # the tag then only picks the activation (see ``clip_spec``)
+        validate.check_clip_weights(spec.clip_weights, spec.clip_model)
+    else:
+        validate.check_clip_source(spec.clip_model, spec.clip_pretrained, "--clip-pretrained")
 
 
 def vocabulary_rows(spec: LabelerSpec, vocab: Vocabulary) -> tuple[list[str], np.ndarray]:

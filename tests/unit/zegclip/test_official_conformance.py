@@ -233,3 +233,14 @@ def test_slide_windows_follow_mmseg():
     assert slide_windows(512, 770) == [(0, 512, 0, 512), (0, 512, 258, 770)]
     windows = slide_windows(1195, 512)
     assert len(windows) == 3 and windows[-1] == (683, 1195, 0, 512)
+
+
+def test_driver_check_reads_official_keys_without_building(official, tmp_path):
+    from zegclip.validate import check_checkpoint
+
+    check_checkpoint(str(official[1]))  # module.-prefixed state_dict inside an mmcv dict
+    sd = _official_state_dict(seed=5)
+    sd["decode_head.aux_head.weight"] = torch.zeros(3)
+    torch.save({"state_dict": sd}, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"--checkpoint .*bad\.pth: 1 official keys"):
+        check_checkpoint(str(tmp_path / "bad.pth"))
