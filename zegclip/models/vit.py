@@ -5,7 +5,8 @@ Each family embeds tokens the same way (``conv1`` patches, class token, position
 it was trained for:
 
 * :func:`bilinear_positional` (ZegCLIP and ZegOT): the spatial table, cast to the activations'
-  dtype, resized bilinearly with ``size=grid``, as ZegCLIP's ``VPTCLIPVisionTransformer`` does;
+  dtype, resized bilinearly with ``size=grid``, as ZegCLIP's ``VPTCLIPVisionTransformer`` does
+  (the table itself was resized once at load time, see :func:`zegclip.clip.build_clip`);
 * :func:`reference_positional` (training-free MaskCLIP / SCLIP / ClearCLIP / NACLIP): the
   *original* CLIP table resized bicubically with ``scale_factor=((gh + 0.1) / side, (gw + 0.1) /
   side)``, in float32, then cast, as ``VisionTransformer.interpolate_pos_encoding`` in the
@@ -22,7 +23,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
-from timm.layers import resample_abs_pos_embed
 
 PositionalRule = Callable[[torch.Tensor, tuple[int, int], torch.dtype], torch.Tensor]
 
@@ -37,15 +37,17 @@ def bilinear_positional(
 ) -> torch.Tensor:
     """ZegCLIP's rule: (1 + s*s, W) table -> (1 + h*w, W) in ``dtype``.
 
-    Cast first, then timm's resampler (bilinear, ``size=grid``, align_corners=False, no
-    antialias; float32 inside), which equals ``F.interpolate`` on the cast table exactly.
+    Cast first, then the spatial part resized bilinearly in ``dtype`` (``size=grid``,
+    align_corners=False). timm's ``resample_abs_pos_embed`` gives the same in float32 but not in
+    bfloat16 (it resizes in float32), so the official call is kept.
     """
     pos = pos.to(dtype)
     side = table_side(pos)
-    resized = resample_abs_pos_embed(
-        pos[None], list(grid), [side, side], 1, interpolation="bilinear", antialias=False
-    )
-    return resized[0]
+    if grid == (side, side):
+        return pos
+    table = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, W, s, s)
+    table = F.interpolate(table, size=grid, mode="bilinear", align_corners=False)
+    return torch.cat([pos[:1], table.flatten(2).transpose(1, 2)[0]])
 
 
 def reference_positional(
