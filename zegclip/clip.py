@@ -17,6 +17,7 @@ from zegclip._torchvision_compat import ensure_torchvision_importable
 ensure_torchvision_importable()
 import open_clip  # noqa: E402
 from open_clip.model import CLIP  # noqa: E402
+from torch import nn  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ class ClipSpec:
         config: explicit open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``);
             set by the official-checkpoint converter, which infers it from tensor shapes.
         quick_gelu: OpenAI CLIP weights use QuickGELU; None derives it from the pretrained tag.
-        image_size: ViT input size; the positional grid is resized to it (ZegCLIP: 512).
+        image_size: ViT input size; the positional grid is resized to it at load time (ZegCLIP:
+            512). The training-free methods build at :func:`native_image_size` instead and resize
+            per window.
     """
 
     model: str = "ViT-B-16"
@@ -71,17 +74,34 @@ def model_name(model: str) -> str:
     return path.stem
 
 
-def model_config(spec: ClipSpec) -> dict[str, Any]:
-    """open_clip config dict for ``spec`` with the image size forced to ``spec.image_size``."""
+def model_config(spec: ClipSpec, image_size: int | None = None) -> dict[str, Any]:
+    """open_clip config dict for ``spec``, its image size forced to ``image_size``.
+
+    Args:
+        spec: which model.
+        image_size: ViT input size; None = ``spec.image_size``.
+
+    Raises:
+        ValueError: an unknown model name.
+    """
+    cfg = _own_config(spec)
+    cfg["vision_cfg"]["image_size"] = spec.image_size if image_size is None else image_size
+    return cfg
+
+
+def native_image_size(spec: ClipSpec) -> int:
+    """The input size ``spec``'s model was trained at (224 for ViT-B/16): its own table's size."""
+    return int(_own_config(spec)["vision_cfg"]["image_size"])
+
+
+def _own_config(spec: ClipSpec) -> dict[str, Any]:
     if spec.config is not None:
-        cfg = copy.deepcopy(spec.config)
-    else:
-        cfg = open_clip.get_model_config(model_name(spec.model))
-        if cfg is None:
-            raise ValueError(
-                f"unknown CLIP model '{spec.model}'; choose one of open_clip.list_models()."
-            )
-    cfg["vision_cfg"]["image_size"] = spec.image_size
+        return copy.deepcopy(spec.config)
+    cfg = open_clip.get_model_config(model_name(spec.model))
+    if cfg is None:
+        raise ValueError(
+            f"unknown CLIP model '{spec.model}'; choose one of open_clip.list_models()."
+        )
     return cfg
 
 
@@ -96,7 +116,11 @@ def uses_quick_gelu(spec: ClipSpec) -> bool:
 
 
 def build_clip(spec: ClipSpec, *, load_weights: bool = True) -> CLIP:
-    """Build CLIP in eval mode with every parameter frozen.
+    """Build CLIP in eval mode, every parameter float32 and frozen, for ``spec.image_size`` inputs.
+
+    Weights are loaded at the model's native size; a different ``spec.image_size`` then gets
+    open_clip's load-time positional resize (bicubic, ``size=``) on the float32 table, so float16
+    weight files load for every size.
 
     Args:
         spec: which model and weights.
@@ -106,34 +130,63 @@ def build_clip(spec: ClipSpec, *, load_weights: bool = True) -> CLIP:
         WeightsError: weights requested but unavailable (offline, missing file, bad URI).
     """
     if load_weights and spec.pretrained:
-        clip = _load_pretrained(spec)
+        clip = _resized(_load_pretrained(spec), spec)
     else:
-        cfg = model_config(spec)
-        cfg["quick_gelu"] = uses_quick_gelu(spec)
-        clip = CLIP(**cfg)
+        clip = _new_clip(spec, spec.image_size)
     clip.eval()
     clip.requires_grad_(False)
     return clip
 
 
+def build_towers(spec: ClipSpec, *, load_weights: bool = True) -> tuple[nn.Module, CLIP]:
+    """:func:`build_clip` split into its ViT and the CLIP keeping the text tower.
+
+    Returns:
+        the frozen ``VisionTransformer`` and the CLIP whose ``visual`` is now ``nn.Identity``.
+    """
+    clip = build_clip(spec, load_weights=load_weights)
+    visual = clip.visual
+    clip.visual = nn.Identity()
+    return visual, clip
+
+
+def _new_clip(spec: ClipSpec, image_size: int) -> CLIP:
+    return CLIP(**model_config(spec, image_size), quick_gelu=uses_quick_gelu(spec))
+
+
+def _resized(clip: CLIP, spec: ClipSpec) -> CLIP:
+    """``clip`` rebuilt for ``spec.image_size`` inputs with open_clip's positional resize."""
+    if clip.visual.positional_embedding.shape[0] == _new_table_length(spec):
+        return clip
+    state = {k: v.float() for k, v in clip.state_dict().items()}
+    target = _new_clip(spec, spec.image_size)
+    open_clip.model.resize_pos_embed(state, target)
+    target.load_state_dict(state)
+    return target
+
+
+def _new_table_length(spec: ClipSpec) -> int:
+    cfg = model_config(spec)["vision_cfg"]
+    return (cfg["image_size"] // cfg["patch_size"]) ** 2 + 1
+
+
 def _load_pretrained(spec: ClipSpec) -> CLIP:
+    """CLIP at its native input size with the weights ``spec.pretrained`` names, in float32."""
     assert spec.pretrained is not None
     source = spec.pretrained
     name = model_name(spec.model)
-    is_tag = open_clip.is_pretrained_cfg(name, source)
-    if not is_tag:
+    if not open_clip.is_pretrained_cfg(name, source):
         from zegclip.weights import fetch_cached
 
         source = str(fetch_cached(source, flag="--clip-weights"))
-    kwargs: dict[str, Any] = {"force_image_size": spec.image_size}
-    if uses_quick_gelu(spec):
-        kwargs["force_quick_gelu"] = True
     try:
         if spec.config is not None:  # an inferred config, not an open_clip config name
-            clip = CLIP(**model_config(spec), quick_gelu=uses_quick_gelu(spec))
+            clip = _new_clip(spec, native_image_size(spec))
             open_clip.load_checkpoint(clip, source)  # safetensors or weights_only torch.load
         else:
-            clip = open_clip.create_model(name, pretrained=source, **kwargs)
+            clip = open_clip.create_model(
+                name, pretrained=source, force_quick_gelu=uses_quick_gelu(spec)
+            )
     except Exception as e:  # open_clip raises RuntimeError/OSError/HF errors when offline
         raise WeightsError(
             f"could not load CLIP weights '{spec.pretrained}' for {spec.model}: "
@@ -142,7 +195,7 @@ def _load_pretrained(spec: ClipSpec) -> CLIP:
         ) from e
     if not isinstance(clip, CLIP):
         raise ValueError(f"{spec.model} is not a ViT CLIP supported by ZegCLIP ({type(clip)})")
-    return clip
+    return clip.float()
 
 
 def tokenizer_for(spec: ClipSpec):

@@ -1,6 +1,7 @@
 """Official ZegCLIP test-time preprocessing and sliding-window geometry.
 
-Matches mmseg 0.24 / mmcv 1.4.4 as configured by the official repository (reference §8):
+Matches mmseg 0.24 / mmcv 1.4.4 as the official repository's test configs set it up
+(``configs/_base_/datasets/*.py``):
 ``Resize(img_scale=(2048, 512), keep_ratio=True, min_size=512)`` then ImageNet-statistics
 ``Normalize``. Resizing uses OpenCV's fixed-point ``INTER_LINEAR`` because torch's bilinear
 differs by one grey level on about a third of pixels.
@@ -41,27 +42,54 @@ def resize_short_side(image: np.ndarray, short_side: int = SHORT_SIDE) -> np.nda
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
 
 
-def normalize(image: np.ndarray) -> torch.Tensor:
-    """HWC uint8 RGB -> (1, 3, H, W) float32 normalised with ImageNet mean/std."""
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)
-    chw = ((image.astype(np.float32) - mean) / std).transpose(2, 0, 1)
+def normalize(
+    image: np.ndarray,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+    *,
+    max_value: float = 1.0,
+) -> torch.Tensor:
+    """HWC uint8 RGB -> (1, 3, H, W) float32 ``(image / max_value - mean) / std``.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        mean / std: per-channel RGB statistics on the ``[0, 255 / max_value]`` scale: ImageNet's
+            0-255 ones by default (ZegCLIP); CLIP's 0-1 ones with ``max_value=255``.
+        max_value: divisor applied to the pixel values first (1 = none).
+    """
+    x = image.astype(np.float32)
+    if max_value != 1.0:
+        x = x / np.float32(max_value)
+    chw = ((x - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)).transpose(
+        2, 0, 1
+    )
     return torch.from_numpy(np.ascontiguousarray(chw))[None]
 
 
-def preprocess(image: np.ndarray, short_side: int = SHORT_SIDE) -> torch.Tensor:
-    """Official test-time preprocessing of one image.
+def preprocess(
+    image: np.ndarray,
+    short_side: int = SHORT_SIDE,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+    *,
+    max_value: float = 1.0,
+) -> torch.Tensor:
+    """Test-time preprocessing of one image: short-side resize, then :func:`normalize`.
 
     Args:
         image: (H, W, 3) uint8 RGB, values in [0, 255].
         short_side: target short side; 512 for the official checkpoints.
+        mean / std / max_value: normalisation (default: the official ZegCLIP ImageNet one).
 
     Returns:
         (1, 3, H', W') float32 with min(H', W') == short_side.
+
+    Raises:
+        ValueError: not an HWC uint8 RGB array.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an HWC uint8 RGB image, got {image.dtype} {image.shape}")
-    return normalize(resize_short_side(image, short_side))
+    return normalize(resize_short_side(image, short_side), mean, std, max_value=max_value)
 
 
 def slide_windows(

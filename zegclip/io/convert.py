@@ -1,4 +1,4 @@
-"""Convert the authors' mmseg ``.pth`` checkpoints (reference §8) into a ZegCLIP model.
+"""Convert the authors' released mmseg ``.pth`` checkpoints (VOC, COCO) into a ZegCLIP model.
 
 Key mapping (N = block/layer index)::
 

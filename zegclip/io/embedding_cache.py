@@ -1,7 +1,8 @@
 """On-disk cache of vocabulary embeddings, keyed by (model weights, vocabulary rows, templates).
 
-Encoding a COCO-sized vocabulary with 80 templates costs minutes of CPU (perf-anchors.md), and
-scheduled jobs re-use the same vocabulary every day: the driver looks here first.
+Encoding a COCO-sized vocabulary with 80 templates costs minutes of CPU (171 classes x 15
+templates took 53 s on the 2-core development machine), and scheduled jobs re-use the same
+vocabulary every day: the driver looks here first.
 Files: ``$ZEGCLIP_CACHE/embeddings/<sha256>.npy``, written atomically.
 """
 

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from zegclip.text import Tokenizer, encode_with_tower
+
 
 class DenseScorer(nn.Module, metaclass=ABCMeta):
     """Base class of ZegCLIP, ZegOT and the training-free frozen CLIP.
@@ -23,17 +25,33 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
         default_templates: prompt templates used when the caller names none.
         default_min_score: best-class score under which a pixel is unlabelled (None: off).
         text: the frozen CLIP text tower, or None in replicas fed precomputed embeddings.
+        tokenizer: the text tower's tokenizer, or None with ``text``.
     """
 
     default_templates: tuple[str, ...] = ("{}",)
     default_min_score: float | None = None
-    text: nn.Module | None  # set by each family's constructor
 
-    @abstractmethod
+    def __init__(self, *, text: nn.Module | None = None, tokenizer: Tokenizer | None = None):
+        super().__init__()
+        self.text = text
+        self.tokenizer = tokenizer
+
+    @torch.no_grad()
     def encode_vocabulary(
         self, names: Sequence[str], templates: Sequence[str] | None = None
     ) -> torch.Tensor:
-        """S row names -> (S, ...) float32 embeddings (ZegOT: (S, N, D); others (S, D))."""
+        """S row names -> (S, D) float32 L2-normalised embeddings from the frozen text tower.
+
+        Each template is filled with the name, encoded and L2-normalised; the mean over
+        templates (default :attr:`default_templates`) is renormalised. ZegOT overrides this with
+        its learned contexts and returns (S, N, D).
+
+        Raises:
+            RuntimeError: built without the text tower.
+        """
+        return encode_with_tower(
+            self.text, self.tokenizer, names, templates or self.default_templates
+        )
 
     @abstractmethod
     def preprocess(self, image: np.ndarray) -> torch.Tensor:

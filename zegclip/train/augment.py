@@ -1,9 +1,10 @@
 """Training augmentation of the official ZegCLIP configs, re-implemented after mmseg 0.x.
 
-Order (reference §1.8): random rescale (ratio 0.5-2.0 of ``scale`` = (2048, 512), keep ratio),
-random crop with the ``cat_max_ratio`` rule, horizontal flip (p = 0.5), photometric distortion,
-ImageNet normalisation, pad to the crop size (image 0, label 255). Images are RGB uint8; every
-random draw comes from the ``numpy.random.Generator`` passed in, so a sample is a pure function
+Order (the official configs' ``train_pipeline``, ``configs/_base_/datasets/*.py``): random
+rescale (ratio 0.5-2.0 of ``scale`` = (2048, 512), keep ratio), random crop with the
+``cat_max_ratio`` rule, horizontal flip (p = 0.5), photometric distortion, ImageNet
+normalisation, pad to the crop size (image 0, label 255). Images are RGB uint8; every random
+draw comes from the ``numpy.random.Generator`` passed in, so a sample is a pure function
 of (image, label, generator seed), which is what makes resumed runs exact.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from zegclip.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from zegclip.preprocess import normalize
 from zegclip.vocab import IGNORE_INDEX
 
 
@@ -111,9 +112,7 @@ def normalize_and_pad(
     image: np.ndarray, label: np.ndarray, crop: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """ImageNet-normalise to CHW float32, then pad bottom/right to ``crop`` (0 / 255)."""
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)
-    chw = ((image.astype(np.float32) - mean) / std).transpose(2, 0, 1)
+    chw = normalize(image)[0].numpy()  # (3, h, w) float32
     h, w = label.shape
     out_img = np.zeros((3, max(h, crop), max(w, crop)), dtype=np.float32)
     out_lab = np.full((max(h, crop), max(w, crop)), IGNORE_INDEX, dtype=np.int64)

@@ -1,4 +1,7 @@
-"""Class lists and zero-shot splits of the official ZegCLIP benchmarks (reference §1.7)."""
+"""Class lists and zero-shot splits of the official ZegCLIP benchmarks.
+
+As the official repository defines them in ``configs/_base_/datasets/``.
+"""
 
 from __future__ import annotations
 

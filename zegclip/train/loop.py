@@ -1,7 +1,7 @@
 """Ray-free ZegCLIP training: optimiser groups, schedule, data order, train step, self-training.
 
 Works for any model with ``mask_logits(images, text_emb)`` and ``trainable_state_dict()`` (ZegCLIP,
-ZegOT). The official recipe (reference §1.6-§1.10):
+ZegOT). The official recipe (the official ``configs/voc12`` and ``configs/coco`` files):
 
 * AdamW lr 2e-5, weight decay 0.01; prompts and head at ``lr_mult`` 10 (frozen CLIP has no
   group). LayerNorm parameters get no weight decay. Prompt embeddings *do* get decay (the official

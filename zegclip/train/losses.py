@@ -1,4 +1,6 @@
-"""ZegCLIP's "non-mutually exclusive" loss: sigmoid focal + dice per class channel (reference §1.6).
+"""ZegCLIP's "non-mutually exclusive" loss: sigmoid focal + dice per class channel.
+
+As the official ``models/losses/atm_loss.py`` and ``criterion.py`` compute it.
 
 Every class channel is an independent sigmoid classifier against a one-hot target built at the
 label resolution (logits are upsampled bilinearly to it first).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torchvision.ops import sigmoid_focal_loss as torchvision_focal
 
 from zegclip.vocab import IGNORE_INDEX
 
@@ -74,13 +77,8 @@ def sigmoid_focal_loss(
         logits: (B, C, H, W) pre-sigmoid.
         targets: (B, C, H, W) in {0, 1}.
     """
-    logits = logits.float().flatten(2)
-    targets = targets.flatten(2)
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    prob = logits.sigmoid()
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
-    loss = alpha_t * ce * (1 - p_t) ** gamma
+    # torchvision's op is the official criterion's formula, term for term (same float order).
+    loss = torchvision_focal(logits.float().flatten(2), targets.flatten(2), alpha, gamma)
     return loss.mean(-1).sum() / num_masks
 
 

@@ -61,3 +61,17 @@ def test_seg_loss_upsamples_logits_and_has_gradients():
     total, _ = seg_loss(logits, torch.randint(0, 3, (1, 8, 8)))
     total.backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_focal_is_the_official_formula_exactly():
+    """ZegCLIP's ``criterion.py`` focal term written out; torchvision's op gives it bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=g) * 4
+    targets = (torch.rand(2, 3, 8, 8, generator=g) > 0.7).float()
+    prob = logits.sigmoid()
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * ((1 - p_t) ** 2)
+    loss = (0.25 * targets + 0.75 * (1 - targets)) * loss
+    expected = loss.flatten(2).mean(-1).sum() / 3.0
+    assert torch.equal(sigmoid_focal_loss(logits, targets, 3.0), expected)

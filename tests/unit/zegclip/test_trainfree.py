@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN as CLIP_MEAN
+from open_clip.constants import OPENAI_DATASET_STD as CLIP_STD
 from open_clip.transformer import ResidualAttentionBlock
 from tiny_models import TINY_CLIP
 
 import zegclip
 from zegclip.clip import ClipSpec, WeightsError, build_clip
 from zegclip.models.trainfree.attention import forward_last_block, neighbourhood_bias, split_qkv
-from zegclip.models.trainfree.model import CLIP_MEAN, CLIP_STD, build_frozen_clip
+from zegclip.models.trainfree.model import build_frozen_clip
 from zegclip.models.trainfree.pamr import PAMR
 from zegclip.predictor import BACKGROUND, SegPredictor, _mha_fastpath
 from zegclip.templates import IMAGENET80
@@ -124,7 +126,7 @@ def test_neighbourhood_bias_shape_and_values():
 
 def test_encode_dense_is_clip_with_modified_last_block(models):
     model = models["naclip"]
-    x = torch.randn(1, 3, 224, 224)
+    x = torch.randn(1, 3, 512, 512)  # the tiny CLIP's native grid: open_clip's table applies
     v = model.visual
     with torch.no_grad():
         tokens, grid = model.embed_tokens(x)
@@ -141,8 +143,9 @@ def test_recipes_and_defaults(models):
     assert models["naclip"].default_templates == IMAGENET80
     assert models["naclip"].default_min_score == 0.1
     assert models["maskclip"].default_min_score is None
-    assert models["naclip"].visual.positional_embedding.shape[0] == 1 + 14 * 14  # crop 224
-    assert models["clearclip"].visual.positional_embedding.shape[0] == 1 + 28 * 28  # crop 448
+    # built at the CLIP's native size (the tiny CLIP's 512 = 32 x 32), never at the crop size
+    assert models["naclip"].visual.positional_embedding.shape[0] == 1 + 32 * 32
+    assert models["clearclip"].visual.positional_embedding.shape[0] == 1 + 32 * 32
     assert not models["sclip"].seen_mask(["a", "b"]).any()
     assert not any(p.requires_grad for p in models["sclip"].parameters())
     with pytest.raises(ValueError, match="clearclip, maskclip, naclip, sclip"):

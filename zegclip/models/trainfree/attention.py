@@ -1,7 +1,8 @@
 """Last-ViT-block variants of the training-free frozen-CLIP segmenters.
 
 Each method runs CLIP blocks 0..L-2 unchanged and replaces block L-1 (read from each method's
-code; reference field.md §1b). With ``y = ln_1(x)`` and per-head ``q, k, v`` from the block's
+released code: the MaskCLIP, SCLIP, ClearCLIP and NACLIP repositories). With ``y = ln_1(x)`` and
+per-head ``q, k, v`` from the block's
 ``in_proj`` (``s = head_dim ** -0.5``):
 
 * ``maskclip`` (Zhou et al., ECCV 2022): ``a = out_proj(v)`` (every token attends only to itself);

@@ -10,10 +10,14 @@ into a softmax over *all* vocabulary rows (synonyms and background words) at the
 scale (:meth:`FrozenClipSegmenter.activate`), max-reduced over synonyms, and pixels whose best
 probability is under ``default_min_score`` are left unlabelled.
 
-Default ``naclip``: best published CLIP-only ViT-B/16 result in reference field.md §1b (8-benchmark
-average 42.5 mIoU with PAMR, repo defaults: VOC21 64.1, PC60 35.0, COCO-Object 36.2, VOC20 83.0,
-PC59 38.4, COCO-Stuff 25.7, Cityscapes 38.3, ADE 19.1; 39.4 without PAMR as Trident reports it)
-against SCLIP 38.2, ClearCLIP 38.1 and MaskCLIP 30.3.
+Default ``naclip``: the best published CLIP-only ViT-B/16 result of the four (NACLIP repository
+README, PAMR on: 8-benchmark average 42.5 mIoU; VOC21 64.1, PC60 35.0, COCO-Object 36.2, VOC20
+83.0, PC59 38.4, COCO-Stuff 25.7, Cityscapes 38.3, ADE 19.1), against SCLIP 38.2, ClearCLIP 38.1
+and MaskCLIP 30.3 as the Trident (ICCV 2025) README tabulates them.
+
+Positional embeddings follow the methods' released code (:func:`zegclip.models.vit.
+reference_positional`): the ViT is built at CLIP's native size and the original table is resized
+bicubically per window grid.
 
 One deviation from the papers' code: PAMR runs at the preprocessed size rather than the original
 image size (bounded memory on large photos; see :meth:`FrozenClipSegmenter.refine`).
@@ -23,17 +27,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from zegclip.clip import ClipSpec, build_clip, tokenizer_for
+from zegclip.clip import ClipSpec, build_towers, native_image_size, tokenizer_for
 from zegclip.models.scorer import DenseScorer
 from zegclip.models.trainfree.attention import (
     LAST_BLOCKS,
@@ -42,19 +45,17 @@ from zegclip.models.trainfree.attention import (
     neighbourhood_bias,
 )
 from zegclip.models.trainfree.pamr import PAMR
-from zegclip.preprocess import resize_short_side, slide_windows
+from zegclip.models.vit import embed_tokens, reference_positional
+from zegclip.preprocess import preprocess, slide_windows
 from zegclip.templates import IMAGENET80
-from zegclip.text import Tokenizer, encode_with_tower
+from zegclip.text import Tokenizer
 
 logger = logging.getLogger(__name__)
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's RGB statistics, 0-1 scale
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """One method's published inference settings (reference field.md §1b).
+    """One method's published inference settings (the methods' released configs).
 
     Attributes:
         logit_scale: softmax temperature applied to cosines.
@@ -72,7 +73,7 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # No MaskCLIP row in field.md's window table: SCLIP's protocol, under which the MaskCLIP
+    # MaskCLIP has no training-free config of its own: SCLIP's protocol, under which the MaskCLIP
     # baseline numbers were reported; scale 100 is CLIP's own learned logit scale; no threshold.
     "maskclip": Recipe(100.0, None, 336, 224, 112, use_pamr=False),
     # SCLIP default scale 40, prob_thd 0.1 on the with-background sets; PAMR optional (off).
@@ -88,7 +89,7 @@ class FrozenClipSegmenter(DenseScorer):
     """Frozen CLIP ViT with a modified last block; a :class:`~zegclip.predictor.DenseScorer`.
 
     Args:
-        visual: open_clip ``VisionTransformer`` built for ``recipe.crop`` inputs (frozen).
+        visual: open_clip ``VisionTransformer`` built at CLIP's native input size (frozen).
         method: a key of :data:`RECIPES`.
         recipe: its settings.
         pamr: refinement module or None.
@@ -108,42 +109,25 @@ class FrozenClipSegmenter(DenseScorer):
         text: nn.Module | None = None,
         tokenizer: Tokenizer | None = None,
     ):
-        super().__init__()
+        super().__init__(text=text, tokenizer=tokenizer)
         self.visual = visual
         self.method = method
         self.recipe = recipe
         self.pamr = pamr
-        self.text = text
-        self.tokenizer = tokenizer
         self.default_min_score = recipe.min_score
         self.patch_size = visual.conv1.kernel_size[0]
         self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
 
-    @torch.no_grad()
-    def encode_vocabulary(
-        self, names: Sequence[str], templates: Sequence[str] | None = None
-    ) -> torch.Tensor:
-        """Names to (S, D) float32 L2-normalised embeddings (templates averaged, then renormed).
-
-        Raises:
-            RuntimeError: built without the text tower.
-        """
-        return encode_with_tower(
-            self.text, self.tokenizer, names, templates or self.default_templates
-        )
-
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HWC uint8 RGB -> (1, 3, H', W') float32: short side resized (cv2 bilinear, mmcv
-        rounding) to ``recipe.short_side``, normalised with CLIP's mean/std.
+        rounding) to ``recipe.short_side``, normalised with OpenAI CLIP's mean/std.
 
         Raises:
             ValueError: not an HWC uint8 RGB array.
         """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an HWC uint8 RGB image, got {image.dtype} {image.shape}")
-        resized = resize_short_side(image, self.recipe.short_side).astype(np.float32) / 255.0
-        chw = ((resized - np.float32(CLIP_MEAN)) / np.float32(CLIP_STD)).transpose(2, 0, 1)
-        return torch.from_numpy(np.ascontiguousarray(chw))[None]
+        return preprocess(
+            image, self.recipe.short_side, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, max_value=255
+        )
 
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """mmseg-style sliding windows (y1, y2, x1, x2) of ``recipe.crop`` / ``recipe.stride``."""
@@ -206,34 +190,18 @@ class FrozenClipSegmenter(DenseScorer):
         return F.normalize(x, dim=1)
 
     def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """CLIP's patch/class/positional embedding and ``ln_pre``; the positional grid is resized
-        bicubically when the input grid differs from the built one (SCLIP/NACLIP).
+        """CLIP's patch/class/positional embedding and ``ln_pre``, the positional table resized
+        from the original one as the methods' code does (:func:`reference_positional`).
 
         Returns:
             tokens (N, 1 + h*w, W) and the grid (h, w).
         """
-        v = self.visual
-        x = v.conv1(images)  # (N, W, h, w)
-        grid = (x.shape[2], x.shape[3])
-        x = x.flatten(2).transpose(1, 2)  # (N, h*w, W)
-        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + _positional(v.positional_embedding, grid).to(x.dtype)
-        return v.ln_pre(x), grid
+        return embed_tokens(self.visual, images, reference_positional)
 
     def _neighbourhood_bias(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
         if grid not in self._bias_cache:
             self._bias_cache[grid] = neighbourhood_bias(grid, NACLIP_GAUSSIAN_STD)
         return self._bias_cache[grid].to(like.device, like.dtype)
-
-
-def _positional(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """(1 + s*s, W) positional table -> (1 + h*w, W) for a (h, w) patch grid."""
-    side = int(math.sqrt(pos.shape[0] - 1))
-    if (side, side) == grid:
-        return pos
-    table = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, W, s, s)
-    table = F.interpolate(table.float(), size=grid, mode="bicubic", align_corners=False)
-    return torch.cat([pos[:1], table.flatten(2).transpose(1, 2)[0].to(pos.dtype)])
 
 
 def build_frozen_clip(
@@ -242,8 +210,8 @@ def build_frozen_clip(
     """Build a training-free segmenter in eval mode, every parameter frozen.
 
     Args:
-        spec: which CLIP and weights; its ``image_size`` is replaced by the method's crop so the
-            positional grid matches the windows.
+        spec: which CLIP and weights; its ``image_size`` is replaced by the model's native one
+            (the original positional table, resized per window grid as the methods' code does).
         method: ``maskclip``, ``sclip``, ``clearclip`` or ``naclip`` (default; best published).
         with_text: keep the text tower (needed to encode vocabularies).
         pamr: PAMR refinement; None = the method's published default (on for NACLIP only).
@@ -258,10 +226,8 @@ def build_frozen_clip(
         )
     recipe = RECIPES[method]
     assert set(RECIPES) == set(LAST_BLOCKS)
-    spec = dataclasses.replace(spec, image_size=recipe.crop)
-    clip = build_clip(spec)
-    visual = clip.visual
-    clip.visual = nn.Identity()  # the text tower stays; the ViT moves into the segmenter
+    spec = dataclasses.replace(spec, image_size=native_image_size(spec))
+    visual, clip = build_towers(spec)
     use_pamr = recipe.use_pamr if pamr is None else pamr
     model = FrozenClipSegmenter(
         visual,

@@ -4,7 +4,8 @@ The only module that reaches into open_clip's ViT internals (``conv1``, ``class_
 ``positional_embedding``, ``ln_pre``, ``transformer.resblocks``, ``ln_post``, ``proj``); pinned to
 open_clip 3.3, whose blocks hold an ``nn.MultiheadAttention`` (switched to sequence-first here).
 
-Official semantics reproduced (reference §1.2, §8):
+Official semantics reproduced (``VPTCLIPVisionTransformer`` in the official repository's
+``models/backbone/img_encoder.py``):
 * token 0 is ``class_embedding + (pos[0] + class_embedding)``: the class embedding counted twice;
 * the spatial positional grid is resized bilinearly (align_corners=False) to the patch grid;
 * T prompt tokens ``dropout(prompt_proj(P_0))`` are inserted after token 0 *after* ``ln_pre``;
@@ -21,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import VisionTransformer
 from torch import nn
+
+from zegclip.models.vit import bilinear_positional, embed_tokens
 
 
 class PromptedViT(nn.Module):
@@ -68,23 +71,15 @@ class PromptedViT(nn.Module):
         return self.visual.proj.shape[1]
 
     def embed_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Patch embedding with the official class/positional embedding and ``ln_pre``.
+        """Official token embedding (class embedding counted twice, bilinear positional resize).
 
         Args:
             images: (B, 3, H, W) normalised images, H and W multiples of the patch size.
 
         Returns:
-            tokens (B, 1 + h*w, W) and the patch grid (h, w).
+            tokens (B, 1 + h*w, W) after ``ln_pre`` and the patch grid (h, w).
         """
-        v = self.visual
-        x = v.conv1(images)  # (B, W, h, w)
-        grid = (x.shape[2], x.shape[3])
-        x = x.flatten(2).transpose(1, 2)  # (B, h*w, W)
-        cls = v.class_embedding.to(x.dtype)
-        pos = v.positional_embedding.to(x.dtype)
-        cls_token = (cls + pos[0] + cls).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls_token, x + resize_spatial_pos(pos[1:], grid)], dim=1)
-        return v.ln_pre(x), grid
+        return embed_tokens(self.visual, images, bilinear_positional, class_twice=True)
 
     def _prompts(self, params: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor:
         return self.prompt_dropout(self.prompt_proj(params.to(dtype))).expand(batch, -1, -1)
@@ -119,17 +114,3 @@ class PromptedViT(nn.Module):
         global_emb = F.normalize(x[:, 0], dim=-1)
         patches = x[:, -h * w :].transpose(1, 2).reshape(x.shape[0], -1, h, w)
         return global_emb, F.normalize(patches, dim=1)
-
-
-def resize_spatial_pos(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resize a square (s*s, W) positional table to ``grid`` (align_corners=False).
-
-    Returns:
-        (h*w, W); ``pos`` itself when the grid already matches.
-    """
-    side = int(math.sqrt(pos.shape[0]))
-    if (side, side) == grid:
-        return pos
-    table = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, W, s, s)
-    table = F.interpolate(table, size=grid, mode="bilinear", align_corners=False)
-    return table.flatten(2).transpose(1, 2)[0]  # (h*w, W)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from torch import nn
-
-from zegclip.clip import build_clip, tokenizer_for
+from zegclip.clip import build_towers, tokenizer_for
 from zegclip.models.scorer import count_trainable
 from zegclip.models.zegclip.backbone import PromptedViT
 from zegclip.models.zegclip.config import ZegCLIPConfig
@@ -27,9 +25,7 @@ def build_zegclip(
             loads embedded weights.
         with_text: keep the text tower (needed to encode vocabularies).
     """
-    clip = build_clip(config.clip, load_weights=load_clip_weights)
-    visual = clip.visual
-    clip.visual = nn.Identity()  # the text tower stays; the ViT moves into the backbone
+    visual, clip = build_towers(config.clip, load_weights=load_clip_weights)
     backbone = PromptedViT(visual, config.num_prompt_tokens, dropout=config.dropout)
     head = SegHead(
         backbone.output_dim,

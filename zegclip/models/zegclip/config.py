@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 from zegclip.clip import ClipSpec
-from zegclip.models.config import FORMAT_VERSION, config_from_dict
+from zegclip.models.config import FamilyConfig
 from zegclip.templates import SINGLE
 
 
 @dataclass(frozen=True)
-class ZegCLIPConfig:
+class ZegCLIPConfig(FamilyConfig):
     """ZegCLIP architecture and inference settings (defaults: the official VOC config).
 
     Attributes:
@@ -39,16 +37,3 @@ class ZegCLIPConfig:
     short_side: int = 512
     crop_size: int = 512
     stride: int = 426
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ZegCLIPConfig:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError: newer format version or unknown fields.
-        """
-        return config_from_dict(cls, data, tuple_fields=("seen_classes", "templates"))

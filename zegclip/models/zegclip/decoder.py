@@ -1,6 +1,6 @@
 """ZegCLIP's head: the relationship descriptor and the 3-layer TPN decoder.
 
-Official behaviour (reference §1.4-1.5, §8): class queries are
+Official behaviour (``ATMSingleHeadSeg`` in the official ``decode_seg.py``): class queries are
 ``q_proj(cat([g * t, t]))`` (element-wise product of the image's global embedding and each class
 text embedding); each decoder layer is post-norm cross-attention from queries to patch tokens plus
 an FFN, with no self-attention among queries. A layer's mask is its pre-softmax attention logits

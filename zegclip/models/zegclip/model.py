@@ -9,8 +9,6 @@ Public surface (also the conformance surface checked against the official implem
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from open_clip.model import CLIP
 from torch import nn
@@ -19,7 +17,7 @@ from zegclip.models.mask_scorer import MaskLogitScorer
 from zegclip.models.zegclip.backbone import PromptedViT
 from zegclip.models.zegclip.config import ZegCLIPConfig
 from zegclip.models.zegclip.decoder import SegHead
-from zegclip.text import Tokenizer, encode_with_tower
+from zegclip.text import Tokenizer
 
 
 class ZegCLIP(MaskLogitScorer):
@@ -43,12 +41,10 @@ class ZegCLIP(MaskLogitScorer):
         text: CLIP | None = None,
         tokenizer: Tokenizer | None = None,
     ):
-        super().__init__()
+        super().__init__(text=text, tokenizer=tokenizer)
         self.config = config
         self.backbone = backbone
         self.head = head
-        self.text = text
-        self.tokenizer = tokenizer
 
     @property
     def clip_visual(self) -> nn.Module:
@@ -63,19 +59,6 @@ class ZegCLIP(MaskLogitScorer):
     def default_templates(self) -> tuple[str, ...]:
         """Templates the checkpoint was trained with."""
         return self.config.templates
-
-    @torch.no_grad()
-    def encode_vocabulary(
-        self, names: Sequence[str], templates: Sequence[str] | None = None
-    ) -> torch.Tensor:
-        """Class names to (C, D) float32 L2-normalised embeddings (templates averaged).
-
-        Raises:
-            RuntimeError: the text tower was dropped.
-        """
-        return encode_with_tower(
-            self.text, self.tokenizer, names, templates or self.config.templates
-        )
 
     def mask_logits(self, images: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """Last decoder layer's head-averaged pre-softmax attention logits.

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 from zegclip.clip import ClipSpec
-from zegclip.models.config import FORMAT_VERSION, config_from_dict
+from zegclip.models.config import FamilyConfig
 from zegclip.models.zegot.sinkhorn import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL
 
 
 @dataclass(frozen=True)
-class ZegOTConfig:
+class ZegOTConfig(FamilyConfig):
     """ZegOT architecture and inference settings.
 
     Attributes:
@@ -51,16 +49,3 @@ class ZegOTConfig:
             raise ValueError(f"ZegOTConfig.family must be 'zegot', got '{self.family}'")
         if self.num_prompts < 1 or self.num_context_tokens < 1 or not self.layers:
             raise ValueError("ZegOT needs >= 1 prompt, >= 1 context token and >= 1 aligned layer")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return {"format_version": FORMAT_VERSION, **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ZegOTConfig:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-            ValueError: newer format version or unknown fields.
-        """
-        return config_from_dict(cls, data, tuple_fields=("layers", "seen_classes"))

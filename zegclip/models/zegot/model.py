@@ -39,10 +39,10 @@ from open_clip.model import CLIP
 from open_clip.transformer import VisionTransformer
 from torch import nn
 
-from zegclip.clip import build_clip, tokenizer_for
+from zegclip.clip import build_towers, tokenizer_for
 from zegclip.models.mask_scorer import MaskLogitScorer
 from zegclip.models.scorer import count_trainable
-from zegclip.models.zegclip.backbone import resize_spatial_pos
+from zegclip.models.vit import bilinear_positional, embed_tokens
 from zegclip.models.zegclip.decoder import RelationshipDescriptor
 from zegclip.models.zegot.config import ZegOTConfig
 from zegclip.models.zegot.prompts import PromptContexts, check_text_tower
@@ -112,13 +112,11 @@ class ZegOT(MaskLogitScorer):
         text: CLIP | None = None,
         tokenizer: Tokenizer | None = None,
     ):
-        super().__init__()
+        super().__init__(text=text, tokenizer=tokenizer)
         self.config = config
         self.visual = visual
         self.prompts = prompts
         self.align = align
-        self.text = text
-        self.tokenizer = tokenizer
         depth = len(visual.transformer.resblocks)
         self.layer_indices = resolve_layers(config.layers, depth)
         self._token_cache: dict[tuple[str, ...], torch.Tensor] = {}
@@ -183,12 +181,7 @@ class ZegOT(MaskLogitScorer):
             per aligned block: global (B, D) and patches (B, D, h, w), L2-normalised over D.
         """
         v = self.visual
-        x = v.conv1(images)  # (B, W, h, w)
-        h, w = x.shape[-2:]
-        x = x.flatten(2).transpose(1, 2)  # (B, h*w, W)
-        pos = v.positional_embedding.to(x.dtype)
-        cls = (v.class_embedding.to(x.dtype) + pos[0]).expand(x.shape[0], 1, -1)
-        x = v.ln_pre(torch.cat([cls, x + resize_spatial_pos(pos[1:], (h, w))], dim=1))
+        x, (h, w) = embed_tokens(v, images, bilinear_positional)
         _, blocks = v.transformer.forward_intermediates(
             x, indices=list(self.layer_indices), stop_early=True
         )
@@ -261,10 +254,8 @@ def build_zegot(
             loads embedded weights.
         with_text: keep the text tower (needed by :meth:`ZegOT.encode_vocabulary`).
     """
-    clip = build_clip(config.clip, load_weights=load_clip_weights)
+    visual, clip = build_towers(config.clip, load_weights=load_clip_weights)
     check_text_tower(clip)
-    visual = clip.visual
-    clip.visual = nn.Identity()  # the text tower stays in ``clip``
     prompts = PromptContexts(
         config.num_prompts, config.num_context_tokens, clip.token_embedding.weight.shape[1]
     )
