@@ -80,3 +80,31 @@ def histogram(path: Path, values: np.ndarray, *, title: str, xlabel: str, bins: 
         fig.tight_layout()
         fig.savefig(path, format="png")
         plt.close(fig)
+
+
+def threshold_sweep(
+    path: Path,
+    thresholds: np.ndarray,
+    curves: dict[str, np.ndarray],
+    *,
+    target: float,
+    chosen: float | None,
+) -> None:
+    """Line plot of metrics (e.g. precision, coverage, mIoU, each (T,) in [0, 1]) against the
+    unlabelled threshold, with the target precision and the chosen threshold marked."""
+    plt = _pyplot()
+    with plt.rc_context(_style()):
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=DPI)
+        for name, values in curves.items():
+            ax.plot(thresholds, values, marker="o", markersize=3, label=name)
+        ax.axhline(target, color="#999999", linestyle="--", label=f"target precision {target:g}")
+        if chosen is not None:
+            ax.axvline(chosen, color="#d62728", linestyle=":", label=f"recommended {chosen:g}")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("unlabelled threshold (min score)")
+        ax.set_title("Threshold sweep on the labelled subset")
+        ax.legend(loc="lower left")
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
