@@ -193,3 +193,40 @@ def test_report_in_headless_chromium(s3_run: dict, report: Path, tmp_path: Path)
             shutil.copy(shot, os.environ[SCREENSHOT_ENV])
     finally:
         driver.quit()
+
+
+@pytest.mark.slow
+def test_label_cli_review_flag_writes_report(tmp_path: Path, data_root: Path) -> None:
+    """``jobs/label.py --review`` with the tiny random model, then ``jobs/review.py``."""
+    import subprocess
+
+    from conftest import REPO_ROOT
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sorted((data_root / "camvid" / "test").glob("*.jpg"))[:2]:
+        shutil.copy(p, src / p.name)
+    (tmp_path / "vocab.txt").write_text("road\nsky\n<b>car</b>\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    tiny = ["--clip-model", "tiny-test", "--clip-pretrained", "none", "--batch-size", "2"]
+    args = ["--input", str(src), "--output", str(tmp_path / "out"), "--vocab"]
+    label = [
+        sys.executable,
+        str(REPO_ROOT / "jobs" / "label.py"),
+        *args,
+        str(tmp_path / "vocab.txt"),
+    ]
+    done = subprocess.run([*label, *tiny, "--review"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = (tmp_path / "out" / "report" / "index.html").read_text(encoding="utf-8")
+    assert "&lt;b&gt;car&lt;/b&gt;" in html and html.count('class="card"') == 2
+    review = [sys.executable, str(REPO_ROOT / "jobs" / "review.py"), str(tmp_path / "out")]
+    done = subprocess.run(
+        [*review, "--out", str(tmp_path / "r2"), "--sample", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0 and "1 overlays" in done.stdout, done.stderr[-3000:]
+    done = subprocess.run([*review, "--out", "s3://b/r"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "--out s3://b/r" in done.stderr
