@@ -101,14 +101,16 @@ def review_dir(argv: list[str] | None, cfg: LabelJobConfig) -> str | None:
     """Report folder for ``--review [DIR]``, or None without the flag.
 
     Raises:
-        ConfigError: ``--review`` without DIR while ``--output`` is not a local folder.
+        ConfigError: DIR not local, or no DIR while ``--output`` is on an object store.
     """
     target = getattr(build_parser().parse_args(argv), "review", None)
-    if target is None or target:
-        return target
-    if storage.split_uri(cfg.output)[0] != "file":
-        raise ConfigError("--review: give a local DIR when --output is on an object store.")
-    return storage.join(storage.split_uri(cfg.output)[1], "report")
+    if target == "":
+        if storage.split_uri(cfg.output)[0] != "file":
+            raise ConfigError("--review: give a local DIR when --output is on an object store.")
+        target = storage.join(storage.split_uri(cfg.output)[1], "report")
+    if target is not None and storage.split_uri(target)[0] != "file":
+        raise ConfigError(f"--review {target}: the report is written to a local folder.")
+    return target
 
 
 def _zegclip() -> Any:

@@ -199,3 +199,5 @@ def test_label_review_flag(label_cli, tmp_path: Path) -> None:
     remote = base + ["--output", "s3://b/out", "--review"]
     with pytest.raises(ConfigError, match="--review"):
         label_cli.review_dir(remote, label_cli.resolve_config(remote))
+    with pytest.raises(ConfigError, match="local folder"):
+        label_cli.review_dir(local + ["--review", "s3://b/r"], cfg)
