@@ -29,6 +29,13 @@ if __package__ in (None, ""):  # `python jobs/evaluate.py` from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import schema  # noqa: E402
+from zegclip.train.calibration import (  # noqa: E402
+    CalibrationCounts,
+    format_sweep,
+    pixel_outcomes,
+    recommend,
+    sweep,
+)
 from zegclip.train.data import (  # noqa: E402
     PairError,
     decode_mask,
@@ -103,9 +110,16 @@ def _row_key(row: dict) -> str:
 
 
 def evaluate_predictions(
-    root: str, pairs: list, names: list[str], *, reduce_zero_label: bool = False
+    root: str,
+    pairs: list,
+    names: list[str],
+    *,
+    reduce_zero_label: bool = False,
+    calibration: CalibrationCounts | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Confusion matrix of a labelling run's masks against the ground truth of ``pairs``.
+
+    With ``calibration``, also accumulates per-confidence-level counts for a threshold sweep.
 
     Returns:
         the matrix and counts (``matched``, ``unmatched``, ``errors``, ``missing``).
@@ -132,6 +146,8 @@ def evaluate_predictions(
             _, gt = load_pair(pair, len(names), reduce_zero_label=reduce_zero_label)
             pred = lut[decode_mask(row[schema.MASK]["bytes"]).astype(np.int64)]
             conf += confusion_matrix(gt, pred, len(names))
+            if calibration is not None:
+                calibration.add(gt, pred, decode_mask(row[schema.CONFIDENCE]["bytes"]))
             counts["matched"] += 1
             seen_stems.add(pair.name)
     counts["missing"] = len(set(by_stem) - seen_stems)
@@ -162,10 +178,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--limit", type=int, default=0, help="first N pairs only (0 = all)")
     p.add_argument("--json", help="also write the metrics as JSON here")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="with --predictions: sweep the unlabelled threshold (see docs/review.md)",
+    )
+    p.add_argument("--target-precision", type=float, default=0.9, help="pixel precision wanted")
+    p.add_argument("--threshold-step", type=float, default=0.05, help="sweep step")
+    p.add_argument(
+        "--calibration-out",
+        default="calibration",
+        help="folder for calibration.json/.png and label-config.json (jobs/label.py --config)",
+    )
     args = p.parse_args(argv)
     if not (args.checkpoint or args.predictions):
         p.error("give --checkpoint and/or --predictions")
+    if args.calibrate and not args.predictions:
+        p.error("--calibrate needs --predictions (a labelling run made with a low --min-score)")
+    if not (0 < args.target_precision <= 1 and 0 < args.threshold_step <= 1):
+        p.error("--target-precision and --threshold-step must be in (0, 1]")
     return args
+
+
+def write_calibration(counts: CalibrationCounts, args: argparse.Namespace) -> dict:
+    """Sweep, print the table, write the JSON, the plot and the ``--config`` file for label.py."""
+    from pipeline.review.plots import threshold_sweep
+
+    thresholds = np.round(np.arange(0.0, 1.0 + 1e-9, args.threshold_step), 6)
+    result = sweep(counts, thresholds)
+    pick = recommend(result, args.target_precision)
+    chosen = None if pick is None else float(thresholds[pick])
+    print(f"threshold sweep (* = recommended for precision >= {args.target_precision})")
+    print(format_sweep(result, pick))
+    out = Path(args.calibration_out)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {"precision": result.precision, "coverage": result.coverage, "mIoU": result.miou}
+    threshold_sweep(
+        out / "calibration.png", thresholds, curves, target=args.target_precision, chosen=chosen
+    )
+    report = {"target_precision": args.target_precision, "recommended_min_score": chosen}
+    report["sweep"] = result.rows()
+    (out / "calibration.json").write_text(json.dumps(report, indent=2))
+    if chosen is None:
+        logger.error(
+            "no threshold reaches precision %s; no label config written", args.target_precision
+        )
+    else:
+        (out / "label-config.json").write_text(json.dumps({"min_score": chosen}, indent=2))
+        print(f"recommended --min-score {chosen}: {out / 'label-config.json'}")
+    return report
 
 
 def _seen_mask(args: argparse.Namespace, names: list[str]) -> np.ndarray:
@@ -226,16 +287,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         report["checkpoint"] = metrics.as_dict(names)
     if args.predictions:
+        calibration = CalibrationCounts(len(names)) if args.calibrate else None
         conf, counts = evaluate_predictions(
-            args.predictions, pairs, names, reduce_zero_label=args.reduce_zero_label
+            args.predictions,
+            pairs,
+            names,
+            reduce_zero_label=args.reduce_zero_label,
+            calibration=calibration,
         )
+        counts["pixels"] = pixel_outcomes(conf)  # unlabelled apart from wrong
         metrics = compute_metrics(conf, seen)
         print(f"predictions {args.predictions}: {counts}\n{format_table(metrics, names, seen)}")
         report["predictions"] = {**metrics.as_dict(names), "counts": counts}
+        if calibration is not None:
+            report["calibration"] = write_calibration(calibration, args)
     if args.json:
         with fsspec.open(args.json, "w") as f:
             json.dump(report, f, indent=2)
-    return 0
+    missed = report.get("calibration", {}).get("recommended_min_score", 0) is None
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

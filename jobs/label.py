@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 2 configuration error, 3 error rate above --max-error-rate.",
     )
     parser.add_argument("--config", help="JSON or YAML file with flag values; flags override it")
+    parser.add_argument(
+        "--review",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="after the run, write an HTML review report to local DIR "
+        "(default: <output>/report for a local --output); see docs/review.md",
+    )
     add_dataclass_flags(
         parser,
         LabelJobConfig,
@@ -73,8 +81,25 @@ def resolve_config(argv: list[str] | None) -> LabelJobConfig:
         ConfigError: unknown keys, missing required values, unreadable config file.
     """
     args = vars(build_parser().parse_args(argv))
+    args.pop("review", None)  # a job step, not a config field; see review_dir
     file_values = load_config_file(args.pop("config")) if "config" in args else {}
     return config_from_mapping({**file_values, **args})
+
+
+def review_dir(argv: list[str] | None, cfg: LabelJobConfig) -> str | None:
+    """Report folder for ``--review [DIR]``, or None without the flag.
+
+    Raises:
+        ConfigError: DIR not local, or no DIR while ``--output`` is on an object store.
+    """
+    target = getattr(build_parser().parse_args(argv), "review", None)
+    if target == "":
+        if storage.split_uri(cfg.output)[0] != "file":
+            raise ConfigError("--review: give a local DIR when --output is on an object store.")
+        target = storage.join(storage.split_uri(cfg.output)[1], "report")
+    if target is not None and storage.split_uri(target)[0] != "file":
+        raise ConfigError(f"--review {target}: the report is written to a local folder.")
+    return target
 
 
 def _zegclip() -> Any:
@@ -125,6 +150,7 @@ def make_spec(cfg: LabelJobConfig) -> Any:
 
 def _prepare(argv: list[str] | None) -> tuple[LabelJobConfig, Any, Any, dict, Any]:
     cfg = resolve_config(argv)
+    review_dir(argv, cfg)  # checked before any work
     vocab = load_vocab(cfg.vocab)
     cfg = dataclasses.replace(cfg, class_names=tuple(vocab.names))
     spec = make_spec(cfg)
@@ -165,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("configuration error: %s", e)
         return EXIT_CONFIG
     print(summary.table())
+    review = review_dir(argv, cfg)
+    if review is not None:
+        from pipeline.review import build_report
+
+        print(f"review report: {build_report(cfg.output, review).index}")
     if summary.error_rate > cfg.max_error_rate:
         logger.error(
             "error rate %.3f exceeds --max-error-rate %.3f; see run.json first_errors",

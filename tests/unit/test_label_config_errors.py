@@ -57,6 +57,7 @@ WRONG: dict[str, list[list[str]]] = {
     "--templates": [["--templates", "nosuchset"], ["--templates", "{no_placeholder}"]],
     "--background": [["--background", "sky"], ["--background", "wall,Wall"]],
     "--overwrite": [["--overwrite=yes"]],
+    "--review": [["--review", "s3://bucket/report"]],  # the report folder must be local
     "--max-error-rate": [["--max-error-rate", "1.5"]],
     "--limit": [["--limit", "0"]],
     "--checkpoint": [

@@ -1,4 +1,4 @@
-"""zegclip.metrics against hand-computed confusion matrices (mmseg definitions)."""
+"""zegclip.train.metrics against hand-computed confusion matrices (mmseg definitions)."""
 
 from __future__ import annotations
 
