@@ -167,6 +167,13 @@ def write_bytes(uri: str, data: bytes) -> None:
     fs.move(tmp, path)
 
 
+def delete_file(uri: str) -> None:
+    """Delete one file; missing is fine."""
+    fs, path = filesystem_for(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
 def delete_tree(uri: str) -> None:
     """Delete a folder/prefix and everything below it; missing is fine."""
     fs, path = filesystem_for(uri)
