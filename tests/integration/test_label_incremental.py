@@ -145,3 +145,32 @@ def test_retry_errors_replaces_error_rows(
     }
     files = sorted(p.name for p in (tmp_path / "out" / "labels").iterdir())
     assert files == sorted(u.rsplit("/", 1)[-1] for u in write.label_files(output))
+
+
+def test_every_input_is_labelled_or_named(
+    ray_local: None, tmp_path: Path, data_root: Path, colour_factory, counting_encoder
+) -> None:
+    from PIL import Image, features
+
+    src = tmp_path / "in"
+    (src / "tmp").mkdir(parents=True)
+    photo = Image.open(sorted((data_root / "camvid" / "test").glob("*.jpg"))[0]).convert("RGB")
+    images = {"a.gif": "GIF", "b.webp": "WEBP", "c.tif": "TIFF", "d.bmp": "BMP", "e.png": "PNG"}
+    if features.check("avif"):
+        images["f.avif"] = "AVIF"
+    for name, fmt in images.items():
+        photo.save(src / name, format=fmt)
+    photo.save(src / "tmp" / "g.png")
+    (src / "notes.txt").write_text("not an image")
+    (src / "meta.json").write_text("{}")
+    output = str(tmp_path / "out")
+    cfg = _config(str(src), output, exclude="tmp/*")
+
+    summary = run_label_job(cfg, colour_factory, counting_encoder, MODEL)
+    table = _rows(output)
+    assert sorted(table[schema.IMAGE_ID].to_pylist()) == sorted(images)
+    assert set(table[schema.STATUS].to_pylist()) == {"ok"}
+    run = _run_json(output)
+    assert run["other_input_files"] == ["meta.json", "notes.txt"]
+    assert run["counts"]["other_input_files"] == 2 and run["counts"]["excluded_input_files"] == 1
+    assert "2 other files (meta.json, notes.txt), 1 excluded" in summary.table()
