@@ -15,12 +15,15 @@ without a row (``--retry-errors``: or with an error row), whatever was added in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -148,6 +151,31 @@ def init_ray(**kwargs: Any) -> None:
     if address == "local":
         kwargs.setdefault("include_dashboard", False)
     ray.init(address=address, **kwargs)
+
+
+@contextlib.contextmanager
+def shutdown_on_signals() -> Iterator[None]:
+    """Shut Ray down when the block ends, also on SIGINT or SIGTERM.
+
+    SIGTERM (what ``kill``, Kubernetes and schedulers send) becomes ``SystemExit(143)``, so the
+    ``finally`` runs like it does for Ctrl-C; ``ray.shutdown()`` then stops the embedded local
+    Ray's processes (it only disconnects from a cluster given by ``RAY_ADDRESS``). SIGKILL
+    cannot be caught; see ``docs/incremental.md`` for what it leaves behind.
+    """
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    except KeyboardInterrupt:
+        logger.warning("interrupted; finished parts are kept, re-run to continue")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def plan_job(cfg: LabelJobConfig, model: dict[str, Any]) -> JobPlan:

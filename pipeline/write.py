@@ -256,8 +256,7 @@ def drop_rows(output: str, part: str, image_ids: Sequence[str], num_classes: int
         num_classes: C.
     """
     marker = read_marker(output, part)
-    fs, path = storage.filesystem_for(label_uri(output, part))
-    table = pq.read_table(path, filesystem=fs)
+    table = pq.read_table(pa.BufferReader(storage.read_bytes(label_uri(output, part))))
     keep = pc.invert(pc.is_in(table[schema.IMAGE_ID], pa.array(list(image_ids), pa.string())))
     table = table.filter(keep)
     if table.num_rows == 0:
