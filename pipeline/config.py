@@ -52,6 +52,7 @@ class LabelJobConfig:
     method: str = "naclip"
     device: str = "auto"
     precision: str = "fp32"
+    dashboard: bool = False
 
     @property
     def actor_pool_size(self) -> tuple[int, int]:
@@ -105,6 +106,8 @@ FIELD_HELP: dict[str, str] = {
     "method": "training-free variant used without --checkpoint",
     "device": "'auto', 'cuda' or 'cpu'",
     "precision": "model precision on GPU: fp32, bf16 or fp16",
+    "dashboard": "start the Ray dashboard web UI with the embedded local Ray (ignored when "
+    "RAY_ADDRESS is set)",
 }
 
 REQUIRED = ("input", "output", "vocab")

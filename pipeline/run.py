@@ -15,15 +15,11 @@ without a row (``--retry-errors``: or with an error row), whatever was added in 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import signal
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -35,8 +31,11 @@ from pipeline import decode, read, schema, storage, write
 from pipeline.config import ConfigError, LabelJobConfig, validate
 from pipeline.done import DoneIndex, load_done
 from pipeline.infer import SegmentationActor
+from pipeline.local_ray import init_ray, shutdown_on_signals
 from pipeline.predictor import PredictorFactory, VocabularyEncoder
 from pipeline.progress import ProgressLog
+
+__all__ = ["JobPlan", "JobSummary", "init_ray", "plan_job", "run_label_job", "shutdown_on_signals"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,45 +136,6 @@ class JobSummary:
             ("output", self.output),
         ]
         return "\n".join(f"{k:<8}{v}" for k, v in rows)
-
-
-def init_ray(**kwargs: Any) -> None:
-    """Connect to ``RAY_ADDRESS`` when set (e.g. under ``ray job submit``), else start a local
-    Ray; never silently attach to a stray ``ray start`` cluster. No-op when already connected.
-
-    A local Ray starts without the dashboard unless ``include_dashboard=True`` is passed: a
-    killed driver then leaves fewer processes behind."""
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS") or "local"
-    if address == "local":
-        kwargs.setdefault("include_dashboard", False)
-    ray.init(address=address, **kwargs)
-
-
-@contextlib.contextmanager
-def shutdown_on_signals() -> Iterator[None]:
-    """Shut Ray down when the block ends, also on SIGINT or SIGTERM.
-
-    SIGTERM (what ``kill``, Kubernetes and schedulers send) becomes ``SystemExit(143)``, so the
-    ``finally`` runs like it does for Ctrl-C; ``ray.shutdown()`` then stops the embedded local
-    Ray's processes (it only disconnects from a cluster given by ``RAY_ADDRESS``). SIGKILL
-    cannot be caught; see ``docs/incremental.md`` for what it leaves behind.
-    """
-
-    def _exit(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, _exit)
-    try:
-        yield
-    except KeyboardInterrupt:
-        logger.warning("interrupted; finished parts are kept, re-run to continue")
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if ray.is_initialized():
-            ray.shutdown()
 
 
 def plan_job(cfg: LabelJobConfig, model: dict[str, Any]) -> JobPlan:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--slow-s", type=float, default=0.0)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
     SlowColourPredictor.slow_s = args.slow_s
     cloudpickle.register_pickle_by_value(conftest)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])

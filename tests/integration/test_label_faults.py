@@ -1,12 +1,17 @@
-"""Faults survived: throttling and 5xx from S3, killed drivers. Real local Ray (one per driver
-process), real moto S3 on 127.0.0.1 behind a fault-injecting proxy, real photos."""
+"""Faults survived: throttling and 5xx from S3, killed and terminated drivers. Real local Ray
+(one per driver process), real moto S3 on 127.0.0.1 behind a fault-injecting proxy, real
+photos."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -97,3 +102,81 @@ def test_read_that_keeps_failing_is_an_error_row_until_retried(
     table = _rows(output)
     assert sorted(table[schema.IMAGE_ID].to_pylist()) == sorted(p.name for p in photos)
     assert set(table[schema.STATUS].to_pylist()) == {"ok"}
+
+
+def _group_processes(pgid: int) -> list[int]:
+    """Live processes in process group ``pgid`` (the runner and the local Ray it started)."""
+    out = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _start_runner(src: Path, output: Path) -> subprocess.Popen:
+    cmd = [sys.executable, str(RUNNER), str(src), str(output), "--slow-s", "0.4"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, so the test can clean up after it
+    )
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Kill whatever the runner's process group still holds (processes this test started)."""
+    for pid in _group_processes(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigkill_the_driver_then_rerun_gives_one_row_per_input(
+    tmp_path: Path, data_root: Path
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:40]
+    for p in photos:
+        (src / p.name).write_bytes(p.read_bytes())
+    output = tmp_path / "out"
+    rng = random.Random(12)
+    for _ in range(3):
+        proc = _start_runner(src, output)
+        time.sleep(rng.uniform(4.0, 9.0))
+        proc.send_signal(signal.SIGKILL)  # the driver only
+        proc.wait()
+        _reap(proc)
+    final = _start_runner(src, output)
+    stdout, _ = final.communicate(timeout=300)
+    _reap(final)
+    assert final.returncode == 0
+    result = json.loads(stdout.decode().strip().splitlines()[-1])
+    ids = _rows(str(output))[schema.IMAGE_ID].to_pylist()
+    assert len(ids) == len(set(ids)) == 40
+    assert result["images"] == 40 - (len(ids) - result["images"])  # earlier kills kept work
+    on_disk = sorted(p.name for p in (output / "labels").iterdir())
+    assert on_disk == sorted(u.rsplit("/", 1)[-1] for u in write.label_files(str(output)))
+
+
+def test_sigterm_shuts_the_local_ray_down(tmp_path: Path, data_root: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sorted((data_root / "camvid" / "test").glob("*.jpg"))[:40]:
+        (src / p.name).write_bytes(p.read_bytes())
+    output = tmp_path / "out"
+    proc = _start_runner(src, output)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(output.glob("_markers/*.json")) and time.monotonic() < deadline:
+            time.sleep(0.2)  # wait until Ray is up and a part is written
+        assert len(_group_processes(proc.pid)) > 1
+        proc.send_signal(signal.SIGTERM)
+        # ray.init installs its own SIGTERM handler (sys.exit(15)); both unwind the same way
+        assert proc.wait(timeout=30) in (signal.SIGTERM, 128 + signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _group_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _group_processes(proc.pid) == []  # no Ray process left behind
+    finally:
+        _reap(proc)
