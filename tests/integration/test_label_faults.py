@@ -73,6 +73,7 @@ def test_throttling_and_5xx_lose_and_duplicate_nothing(
         result = _label(input_uri, output, _env(proxy.start()))
     finally:
         proxy.stop()
+    print(f"proxy: {proxy.requests} requests, {proxy.faults} faults")
     assert proxy.faults >= 10 and proxy.faults * 4 <= proxy.requests + 4
     assert result == {"images": 24, "errors": 0}
     table = _rows(output)
