@@ -13,15 +13,22 @@ actor with 0.5 CPU). On a GPU machine pass ``--device cuda``; the actor then get
 
 Usage: ``python bench/bench_pipeline.py [--models tests/data/tiny-test.json ViT-B-16] [--images 16]
 [--batch-size 4] [--threads 1] [--device cpu]``
+
+Plumbing mode, ``--plumbing N [--before REF]``: N small real photos (CamVid resized to 120x90)
+through the pipeline with a no-op predictor (``bench/plumbing_run.py``), once with the code of
+git ref REF and once with this tree, each in a fresh process with its own local Ray; prints
+images/s and the driver's peak RSS side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -125,8 +132,66 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         )
 
 
+def make_small_photos(n: int, folder: Path, dest: Path) -> None:
+    """Write ``n`` JPEGs (CamVid photos resized to 120x90, cycled) into ``dest``."""
+    from PIL import Image
+
+    sources = sorted(folder.glob("*.jpg"))
+    dest.mkdir(parents=True)
+    for i in range(n):
+        photo = Image.open(sources[i % len(sources)]).convert("RGB").resize((120, 90))
+        photo.save(dest / f"img{i:06d}.jpg", quality=90)
+
+
+def export_tree(ref: str, dest: Path) -> Path:
+    """``git archive`` of ``ref`` unpacked into ``dest`` (no worktree is touched)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", ref], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def plumbing_once(tree: Path, images: Path, output: Path) -> dict:
+    """One ``plumbing_run.py`` process with ``pipeline`` imported from ``tree`` (also its working
+    directory: Ray workers put the driver's working directory first on their path)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "RAY_ADDRESS": ""}
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "plumbing_run.py"), str(images), str(output)],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"plumbing run on {tree} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_plumbing(args: argparse.Namespace) -> None:
+    """Before/after plumbing table (see module docstring)."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-plumbing-"))
+    try:
+        make_small_photos(args.plumbing, args.data, workdir / "in")
+        trees = {f"before ({args.before})": export_tree(args.before, workdir / "before")}
+        trees["after (this tree)"] = REPO_ROOT
+        print(f"\n{args.plumbing} images 120x90 JPEG, no-op predictor, 1 actor, local Ray\n")
+        print("| code | images | images/s | wall s | driver peak RSS MB |")
+        print("|---|---|---|---|---|")
+        for i, (name, tree) in enumerate(trees.items()):
+            r = plumbing_once(tree, workdir / "in", workdir / f"out{i}")
+            print(
+                f"| {name} | {r['images']} | {r['images_per_s']:.1f} | {r['seconds']:.1f} | "
+                f"{r['driver_peak_rss_mb']:.0f} |"
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
-    """Parse flags, run each model, print the table."""
+    """Parse flags, run each model (or the plumbing comparison), print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=[TINY_CLIP, "ViT-B-16"])
     parser.add_argument("--images", type=int, default=16)
@@ -139,7 +204,12 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--data", type=Path, default=PHOTOS)
+    parser.add_argument("--plumbing", type=int, help="plumbing mode: number of small images")
+    parser.add_argument("--before", default="main", help="git ref of the 'before' code")
     args = parser.parse_args()
+    if args.plumbing:
+        bench_plumbing(args)
+        return
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     init_ray(include_dashboard=False)

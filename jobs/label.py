@@ -38,7 +38,7 @@ from pipeline.config import (  # noqa: E402
     config_from_mapping,
     load_config_file,
 )
-from pipeline.run import init_ray, plan_job, run_label_job  # noqa: E402
+from pipeline.run import init_ray, plan_job, run_label_job, shutdown_on_signals  # noqa: E402
 
 logger = logging.getLogger("jobs.label")
 
@@ -159,11 +159,11 @@ def _prepare(argv: list[str] | None) -> tuple[LabelJobConfig, Any, Any, dict, An
     return cfg, vocab, spec, model, plan_job(cfg, model)
 
 
-def _init_local_ray() -> None:
+def _init_local_ray(cfg: LabelJobConfig) -> None:
     if not os.environ.get("RAY_ADDRESS"):  # local workers must import pipeline and zegclip
         paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    init_ray()
+    init_ray(include_dashboard=cfg.dashboard)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("configuration error: %s", e)
         return EXIT_CONFIG
     logger.info("config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
-    _init_local_ray()
+    review = review_dir(argv, cfg)  # validated in _prepare
+    with shutdown_on_signals():  # SIGINT/SIGTERM: stop the local Ray; finished parts are kept
+        return _run(cfg, vocab, spec, model, plan, review)
+
+
+def _run(
+    cfg: LabelJobConfig, vocab: Any, spec: Any, model: dict, plan: Any, review: str | None
+) -> int:
+    _init_local_ray(cfg)
     zegclip = _zegclip()
     try:
         summary = run_label_job(
@@ -191,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         logger.error("configuration error: %s", e)
         return EXIT_CONFIG
     print(summary.table())
-    review = review_dir(argv, cfg)
     if review is not None:
         from pipeline.review import build_report
 

@@ -41,6 +41,9 @@ class LabelJobConfig:
     templates: str | None = None
     background: str | None = None
     overwrite: bool = False
+    retry_errors: bool = False
+    include: str | None = None
+    exclude: str | None = None
     max_error_rate: float = 0.1
     limit: int | None = None
     checkpoint: str | None = None
@@ -50,6 +53,7 @@ class LabelJobConfig:
     method: str = "naclip"
     device: str = "auto"
     precision: str = "fp32"
+    dashboard: bool = False
 
     @property
     def actor_pool_size(self) -> tuple[int, int]:
@@ -82,16 +86,20 @@ FIELD_HELP: dict[str, str] = {
     "num_gpus_per_actor": "GPUs per model actor, fractional allowed (default: 1 if the "
     "cluster has GPUs, else 0)",
     "num_cpus_per_actor": "CPUs reserved per model actor; keep small so decode tasks can run",
-    "shard_size": "loose images per shard (one output file per shard)",
+    "shard_size": "loose images per read task, and rows per output Parquet file",
     "image_column": "image column of Parquet inputs (default: auto-detect a binary or "
     "{bytes, path} column)",
     "max_image_pixels": "images with more pixels become error rows (decompression-bomb guard)",
     "min_score": "pixels whose best score is below this are unlabelled (default: model's)",
     "templates": "prompt template set or file (default: model's)",
     "background": "comma-separated background words; pixels they win become unlabelled",
-    "overwrite": "redo every shard, deleting earlier outputs under --output",
+    "overwrite": "redo every image, deleting earlier outputs under --output",
+    "retry_errors": "also relabel images whose existing row is an error (the new row replaces it)",
+    "include": "comma-separated globs (path relative to the input root, or file name) an input "
+    "file must match, e.g. '*.jpg,*.png' (default: all files)",
+    "exclude": "comma-separated globs of input files to leave out, e.g. 'tmp/*,*.txt'",
     "max_error_rate": "exit with code 3 when the fraction of error rows exceeds this",
-    "limit": "process about this many images (whole shards, in listing order)",
+    "limit": "process about this many of the images still to do (whole shards, listing order)",
     "checkpoint": "trained checkpoint URI (default: training-free --method)",
     "clip_model": "open_clip architecture name",
     "clip_pretrained": "open_clip pretrained tag; 'none' for random weights",
@@ -99,6 +107,8 @@ FIELD_HELP: dict[str, str] = {
     "method": "training-free variant used without --checkpoint",
     "device": "'auto', 'cuda' or 'cpu'",
     "precision": "model precision on GPU: fp32, bf16 or fp16",
+    "dashboard": "start the Ray dashboard web UI with the embedded local Ray (ignored when "
+    "RAY_ADDRESS is set)",
 }
 
 REQUIRED = ("input", "output", "vocab")

@@ -1,38 +1,47 @@
-"""Build and run the labelling job: plan shards, stream them through Ray Data, write outputs.
+"""Build and run the labelling job: plan what still needs a row, stream it through Ray Data.
 
 Stages (all ``map_batches`` calls of the project live here):
 
 1. ``read.read_shard_batch``: shard descriptor -> image bytes (CPU tasks);
 2. ``decode.decode_batch``: bytes -> RGB arrays + status (CPU tasks);
 3. ``infer.SegmentationActor``: actor pool, one predictor per actor (GPU);
-4. the driver consumes the stream, groups rows per shard and writes each finished shard's
-   Parquet file and marker (``pipeline.write``), logging progress as shards complete.
+4. ``write.write_part``: about ``shard_size`` labelled rows -> one Parquet file + marker
+   (CPU tasks). The driver only receives one small record per written file (counts, first
+   errors) and writes ``run.json`` and ``class_stats.parquet`` at the end.
+
+Planning reads the output's markers (``done.load_done``), so a re-run labels only images
+without a row (``--retry-errors``: or with an error row), whatever was added in between.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
 from pipeline import decode, read, schema, storage, write
 from pipeline.config import ConfigError, LabelJobConfig, validate
+from pipeline.done import DoneIndex, load_done
 from pipeline.infer import SegmentationActor
+from pipeline.local_ray import init_ray, shutdown_on_signals
 from pipeline.predictor import PredictorFactory, VocabularyEncoder
-from pipeline.progress import ProgressLog, ShardCollector
+from pipeline.progress import ProgressLog
+
+__all__ = ["JobPlan", "JobSummary", "init_ray", "plan_job", "run_label_job", "shutdown_on_signals"]
 
 logger = logging.getLogger(__name__)
 
 MAX_ERRORS_LISTED = 20
+MAX_OTHER_FILES_LISTED = 20
+WRITE_CPUS = 0.5  # write tasks are mostly I/O; leave CPU for decode
 
 
 @dataclass
@@ -40,16 +49,27 @@ class JobPlan:
     """What a run will do, decided before any heavy work.
 
     Attributes:
-        shards: shards to process now, in listing order.
-        finished: ids of input shards that already have a marker (skipped).
-        num_input_shards: all shards of the input.
-        ignored_files: input files without a supported extension.
+        shards: shards to read now (only images that still need a row).
+        listing: everything found under ``--input``.
+        num_done: images that already have a row in the output.
+        stale: part -> ids to drop from it: rows a newer part supersedes (left by an earlier
+            run) and pseudo-rows of tar/Parquet files that now have real rows.
+        retried: part -> error ids this run relabels (``--retry-errors``); dropped from those
+            parts once the run has written their new rows.
     """
 
     shards: list[read.ShardSpec]
-    finished: list[str]
-    num_input_shards: int
-    ignored_files: int
+    listing: read.Listing
+    num_done: int
+    stale: dict[str, set[str]] = field(default_factory=dict)
+    retried: dict[str, set[str]] = field(default_factory=dict)
+
+    @property
+    def expected_images(self) -> int | None:
+        """Images this run labels; None when tar/Parquet files (unknown row counts) are due."""
+        if any(s.kind != read.KIND_IMAGES for s in self.shards):
+            return None
+        return sum(len(s.uris) for s in self.shards)
 
 
 @dataclass
@@ -58,9 +78,13 @@ class JobSummary:
 
     run_id: str
     output: str
-    num_input_shards: int
-    shards_written: int = 0
-    shards_skipped: int = 0
+    num_input_images: int
+    num_input_files: int
+    already_labelled: int
+    other_files: list[str] = field(default_factory=list)
+    num_other_files: int = 0
+    num_excluded: int = 0
+    parts_written: int = 0
     images: int = 0
     errors: int = 0
     vocabulary_s: float = 0.0
@@ -85,11 +109,19 @@ class JobSummary:
 
     def table(self) -> str:
         """Short human-readable summary table."""
+        other = f"{self.num_other_files} other files"
+        if self.other_files:
+            more = "" if len(self.other_files) == self.num_other_files else ", ..."
+            other += f" ({', '.join(self.other_files)}{more})"
         rows = [
             (
-                "shards",
-                f"{self.num_input_shards} in input, {self.shards_written} written, "
-                f"{self.shards_skipped} already done",
+                "inputs",
+                f"{self.num_input_images} images, {self.num_input_files} tar/parquet files, "
+                f"{other}, {self.num_excluded} excluded",
+            ),
+            (
+                "done",
+                f"{self.already_labelled} already labelled, {self.parts_written} files written",
             ),
             (
                 "images",
@@ -106,56 +138,108 @@ class JobSummary:
         return "\n".join(f"{k:<8}{v}" for k, v in rows)
 
 
-def init_ray(**kwargs: Any) -> None:
-    """Connect to ``RAY_ADDRESS`` when set (e.g. under ``ray job submit``), else start a local
-    Ray; never silently attach to a stray ``ray start`` cluster. No-op when already connected."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "local", **kwargs)
-
-
 def plan_job(cfg: LabelJobConfig, model: dict[str, Any]) -> JobPlan:
-    """Validate the config against storage and decide which shards to process.
+    """Validate the config against storage and decide which images to label.
 
     Raises:
         ConfigError: invalid values, unreadable or empty input, unwritable output, or an
             output written with another vocabulary/model (without ``--overwrite``).
     """
     validate(cfg)
-    try:
-        shards, ignored = read.list_shards(cfg.input, cfg.shard_size)
-    except OSError as e:
-        raise ConfigError(
-            f"--input {cfg.input}: {e}. Check the URI and, for S3, the AWS_* environment."
-        ) from e
-    if not shards:
-        raise ConfigError(
-            f"--input {cfg.input}: no images ({', '.join(read.IMAGE_EXTENSIONS)}), .tar or "
-            ".parquet files found; point it at a folder, prefix or glob that holds some."
-        )
-    read.check_image_column(shards, cfg.image_column)
+    listing = _list_input(cfg)
     try:
         storage.check_writable(cfg.output)
     except OSError as e:
         raise ConfigError(f"--output {cfg.output} is not writable: {e}.") from e
-    finished = [] if cfg.overwrite else _finished_matching(cfg, model, shards)
-    done = set(finished)
-    todo = [s for s in shards if s.shard_id not in done]
-    return JobPlan(_apply_limit(todo, cfg.limit), finished, len(shards), ignored)
+    done = DoneIndex() if cfg.overwrite else _load_matching(cfg, model)
+    shards = _apply_limit(_todo_shards(cfg, listing, done), cfg.limit)
+    stale = {p: set(ids) for p, ids in done.stale.items()}
+    for part, ids in _pseudo_rows(listing, done).items():
+        stale.setdefault(part, set()).update(ids)
+    retried = _retried(shards, listing.root, done) if cfg.retry_errors else {}
+    return JobPlan(shards, listing, done.num_rows, stale, retried)
 
 
-def _finished_matching(
-    cfg: LabelJobConfig, model: dict[str, Any], shards: list[read.ShardSpec]
-) -> list[str]:
-    ids = {s.shard_id for s in shards}
-    finished = [s for s in write.finished_shards(cfg.output) if s in ids]
-    if finished:
-        previous = write.read_marker(cfg.output, finished[0]).get("fingerprint")
-        if previous != write.fingerprint(cfg.class_names, model):
-            raise ConfigError(
-                f"--output {cfg.output} holds labels made with another vocabulary or model; "
-                "pass --overwrite to replace them or choose a new --output."
-            )
-    return finished
+def _list_input(cfg: LabelJobConfig) -> read.Listing:
+    include, exclude = read.parse_globs(cfg.include), read.parse_globs(cfg.exclude)
+    try:
+        listing = read.list_inputs(cfg.input, include, exclude)
+    except OSError as e:
+        raise ConfigError(
+            f"--input {cfg.input}: {e}. Check the URI and, for S3, the AWS_* environment."
+        ) from e
+    if not listing.images and not listing.files:
+        raise ConfigError(
+            f"--input {cfg.input}: no images, .tar or .parquet files found "
+            f"({len(listing.other)} other files, {listing.excluded} excluded by "
+            "--include/--exclude or hidden); point it at a folder, prefix or glob that holds "
+            "some, or loosen --include/--exclude."
+        )
+    read.check_image_column(listing.files, cfg.image_column)
+    return listing
+
+
+def _load_matching(cfg: LabelJobConfig, model: dict[str, Any]) -> DoneIndex:
+    try:
+        done = load_done(cfg.output)
+    except ValueError as e:
+        raise ConfigError(f"--output {cfg.output}: {e}") from e
+    previous = done.fingerprint
+    if previous is not None and previous != write.fingerprint(cfg.class_names, model):
+        raise ConfigError(
+            f"--output {cfg.output} holds labels made with another vocabulary or model; "
+            "pass --overwrite to replace them or choose a new --output."
+        )
+    return done
+
+
+def _todo_shards(
+    cfg: LabelJobConfig, listing: read.Listing, done: DoneIndex
+) -> list[read.ShardSpec]:
+    """Shards of the images that need a row: tar/Parquet files first, then loose images."""
+    retry = cfg.retry_errors
+    shards = []
+    for spec in listing.files:
+        have = done.source_ids.get(spec.shard_id, set())
+        skip = sorted(i for i in have if not done.needs_row(i, retry_errors=retry))
+        total = done.source_totals.get(spec.shard_id)
+        if total is None or len(skip) < total:
+            shards.append(replace(spec, skip=tuple(skip)))
+    images = [
+        u
+        for u in listing.images
+        if done.needs_row(read.relative(u, listing.root), retry_errors=retry)
+    ]
+    return shards + read.image_shards(images, listing.root, cfg.shard_size)
+
+
+def _retried(shards: list[read.ShardSpec], root: str, done: DoneIndex) -> dict[str, set[str]]:
+    """``{part: error ids}`` that the planned shards relabel (their old rows are dropped)."""
+    ids: set[str] = set()
+    for spec in shards:
+        if spec.kind == read.KIND_IMAGES:
+            ids.update(read.relative(u, root) for u in spec.uris)
+        else:
+            ids.update(done.source_ids.get(spec.shard_id, set()) - set(spec.skip))
+    retried: dict[str, set[str]] = defaultdict(set)
+    for image_id in ids:
+        if done.status.get(image_id) == schema.STATUS_ERROR:
+            retried[done.owner[image_id]].add(image_id)
+    return dict(retried)
+
+
+def _pseudo_rows(listing: read.Listing, done: DoneIndex) -> dict[str, set[str]]:
+    """Rows ``<file>#unreadable`` / ``<file>#empty`` of tar/Parquet files that have real rows
+    now (a retried file became readable): they no longer stand for the file."""
+    stale: dict[str, set[str]] = defaultdict(set)
+    for spec in listing.files:
+        ids = done.source_ids.get(spec.shard_id, set())
+        rel = read.relative(spec.uris[0], listing.root)
+        pseudo = ids & {f"{rel}#unreadable", f"{rel}#empty"}
+        if pseudo and len(ids) > len(pseudo):
+            for image_id in pseudo:
+                stale[done.owner[image_id]].add(image_id)
+    return dict(stale)
 
 
 def _apply_limit(shards: list[read.ShardSpec], limit: int | None) -> list[read.ShardSpec]:
@@ -182,8 +266,13 @@ def build_dataset(
     shards: list[read.ShardSpec],
     predictor_factory: PredictorFactory,
     embeddings_ref: ray.ObjectRef,
+    write_kwargs: dict[str, Any],
 ) -> ray.data.Dataset:
-    """The lazy read -> decode -> segment dataset; rows follow ``schema.STREAM_SCHEMA``."""
+    """The lazy read -> decode -> segment -> write dataset; one small row per written part.
+
+    Args:
+        write_kwargs: keyword arguments of ``write.write_part`` (output, schema, marker base).
+    """
     ds = ray.data.from_items([s.to_row() for s in shards], override_num_blocks=len(shards))
     ds = ds.map_batches(
         read.read_shard_batch,
@@ -198,7 +287,7 @@ def build_dataset(
         batch_format="numpy",
     )
     min_size, max_size = cfg.actor_pool_size
-    return ds.map_batches(
+    ds = ds.map_batches(
         SegmentationActor,
         fn_constructor_kwargs={
             "predictor_factory": predictor_factory,
@@ -210,6 +299,14 @@ def build_dataset(
         compute=ray.data.ActorPoolStrategy(min_size=min_size, max_size=max_size),
         num_gpus=resolve_num_gpus(cfg),
         num_cpus=cfg.num_cpus_per_actor,
+    )
+    # Parquet is written here, in worker tasks; the driver never holds masks.
+    return ds.map_batches(
+        write.write_part,
+        fn_kwargs=write_kwargs,
+        batch_size=cfg.shard_size,
+        batch_format="pyarrow",
+        num_cpus=WRITE_CPUS,
     )
 
 
@@ -234,59 +331,28 @@ def _call(fn: VocabularyEncoder) -> np.ndarray:
     return fn()
 
 
-def _consume(
-    ds: ray.data.Dataset,
-    cfg: LabelJobConfig,
-    plan: JobPlan,
-    marker_base: dict[str, Any],
-    out_schema: pa.Schema,
-    summary: JobSummary,
-) -> None:
-    collector, progress = ShardCollector(), ProgressLog(len(plan.shards))
-    # prefetch_batches=0: with prefetching, each block reaches the driver only once the next
-    # one is ready, which delays markers (and progress) by a whole batch.
+def _consume(ds: ray.data.Dataset, plan: JobPlan, summary: JobSummary) -> None:
+    """Drain the stream of per-part records (a few hundred bytes each) into ``summary``."""
+    progress = ProgressLog(plan.expected_images)
+    # prefetch_batches=0: records reach the driver (and the log) as soon as a part is written.
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        progress.rows(table)
-        for shard_id, parts in collector.add(table):
-            num_rows, num_errors = _write_finished(
-                cfg, shard_id, parts, marker_base, out_schema, summary
-            )
-            progress.shard_done(shard_id, num_rows, num_errors)
-    if collector.pending:
-        raise RuntimeError(f"stream ended with incomplete shards {collector.pending[:5]}")
+        for record in table.to_pylist():
+            progress.part_done(record["part"], record["rows"], record["errors"])
+            summary.parts_written += 1
+            summary.images += record["rows"]
+            summary.errors += record["errors"]
+            room = max(MAX_ERRORS_LISTED - len(summary.first_errors), 0)
+            summary.first_errors.extend(json.loads(record["first_errors"])[:room])
 
 
-def _write_finished(
-    cfg: LabelJobConfig,
-    shard_id: str,
-    parts: list[pa.Table],
-    marker_base: dict[str, Any],
-    out_schema: pa.Schema,
-    summary: JobSummary,
-) -> tuple[int, int]:
-    """Write one complete shard and its marker; update ``summary``; return (rows, errors)."""
-    shard = write.assemble_shard(parts, out_schema)
-    errors = _error_rows(shard)
-    marker = {
-        **marker_base,
-        "shard_id": shard_id,
-        "rows": shard.num_rows,
-        "errors": len(errors),
-        "class_stats": write.shard_class_stats(shard, len(cfg.class_names)),
-    }
-    write.write_shard(cfg.output, shard_id, shard, marker)
-    summary.shards_written += 1
-    summary.images += shard.num_rows
-    summary.errors += len(errors)
-    room = MAX_ERRORS_LISTED - len(summary.first_errors)
-    summary.first_errors.extend(errors[: max(room, 0)])
-    return shard.num_rows, len(errors)
-
-
-def _error_rows(table: pa.Table) -> list[dict[str, str]]:
-    errors = table.filter(pc.equal(table[schema.STATUS], schema.STATUS_ERROR))
-    cols = (schema.IMAGE_ID, schema.SOURCE_URI, schema.ERROR)
-    return errors.select(list(cols)).to_pylist()
+def drop_superseded(output: str, stale: dict[str, set[str]], num_classes: int) -> None:
+    """Rewrite parts whose rows a newer part supersedes, in Ray tasks (see ``write.drop_rows``)."""
+    if not stale:
+        return
+    task = ray.remote(num_cpus=WRITE_CPUS)(write.drop_rows)
+    refs = [task.remote(output, p, sorted(ids), num_classes) for p, ids in stale.items()]
+    ray.get(refs)
+    logger.info("dropped superseded rows from %d earlier parts", len(refs))
 
 
 def run_label_job(
@@ -312,42 +378,61 @@ def run_label_job(
     start = time.monotonic()
     plan = plan or plan_job(cfg, model)
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    summary = JobSummary(
-        run_id, cfg.output, plan.num_input_shards, shards_skipped=len(plan.finished)
-    )
+    summary = _new_summary(run_id, cfg, plan)
     logger.info(
-        "run %s: %d shards to do, %d already done, %d files ignored",
+        "run %s: %d shards to read (%s images), %d images already labelled, %d other files",
         run_id,
         len(plan.shards),
-        len(plan.finished),
-        plan.ignored_files,
+        "?" if plan.expected_images is None else plan.expected_images,
+        plan.num_done,
+        len(plan.listing.other),
     )
     if cfg.overwrite:
         write.clear_outputs(cfg.output)
+    else:
+        for name in write.remove_orphans(cfg.output):
+            logger.info("removed %s: written by a killed run, never marked done", name)
     init_ray()
+    drop_superseded(cfg.output, plan.stale, len(cfg.class_names))
     t_vocab = time.monotonic()
     embeddings = _encode_vocabulary(encode_vocabulary)
     summary.vocabulary_s = time.monotonic() - t_vocab
     if plan.shards:
-        ref = ray.put(embeddings)
-        ds = build_dataset(cfg, plan.shards, predictor_factory, ref)
-        marker_base = {
-            "run_id": run_id,
-            "fingerprint": write.fingerprint(cfg.class_names, model),
-            "schema_version": schema.SCHEMA_VERSION,
+        write_kwargs = {
+            "output": cfg.output,
+            "out_schema": schema.output_schema(cfg.class_names, model, run_id),
+            "marker_base": {
+                "run_id": run_id,
+                "fingerprint": write.fingerprint(cfg.class_names, model),
+                "schema_version": schema.SCHEMA_VERSION,
+            },
+            "num_classes": len(cfg.class_names),
         }
-        out_schema = schema.output_schema(cfg.class_names, model, run_id)
+        ds = build_dataset(cfg, plan.shards, predictor_factory, ray.put(embeddings), write_kwargs)
         t0 = time.monotonic()
-        _consume(ds, cfg, plan, marker_base, out_schema, summary)
+        _consume(ds, plan, summary)
         summary.pipeline_s = time.monotonic() - t0
-    _finish(cfg, model, plan, summary, start)
+        drop_superseded(cfg.output, plan.retried, len(cfg.class_names))
+    _finish(cfg, model, summary, start)
     return summary
 
 
-def _finish(
-    cfg: LabelJobConfig, model: dict[str, Any], plan: JobPlan, summary: JobSummary, start: float
-) -> None:
-    markers = [write.read_marker(cfg.output, s) for s in write.finished_shards(cfg.output)]
+def _new_summary(run_id: str, cfg: LabelJobConfig, plan: JobPlan) -> JobSummary:
+    listing = plan.listing
+    return JobSummary(
+        run_id,
+        cfg.output,
+        num_input_images=len(listing.images),
+        num_input_files=len(listing.files),
+        already_labelled=plan.num_done,
+        other_files=listing.other[:MAX_OTHER_FILES_LISTED],
+        num_other_files=len(listing.other),
+        num_excluded=listing.excluded,
+    )
+
+
+def _finish(cfg: LabelJobConfig, model: dict[str, Any], summary: JobSummary, start: float) -> None:
+    markers = list(write.read_markers(cfg.output).values())
     write.write_class_stats(cfg.output, write.class_stats_table(cfg.class_names, markers))
     summary.total_s = time.monotonic() - start
     write.write_run_file(
@@ -364,13 +449,16 @@ def _finish(
                 "images": summary.images,
                 "ok": summary.ok,
                 "error": summary.errors,
-                "shards_written": summary.shards_written,
-                "shards_skipped": summary.shards_skipped,
-                "input_shards": summary.num_input_shards,
-                "ignored_input_files": plan.ignored_files,
+                "parts_written": summary.parts_written,
+                "already_labelled": summary.already_labelled,
+                "input_images": summary.num_input_images,
+                "input_files": summary.num_input_files,
+                "other_input_files": summary.num_other_files,
+                "excluded_input_files": summary.num_excluded,
             },
+            "other_input_files": summary.other_files,
             "output_totals": {
-                "shards": len(markers),
+                "parts": len(markers),
                 "images": sum(m["rows"] for m in markers),
                 "error": sum(m["errors"] for m in markers),
             },

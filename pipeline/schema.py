@@ -2,8 +2,10 @@
 
 Output layout under ``--output``::
 
-    labels/<shard_id>.parquet      one file per input shard, rows sorted by image_id
-    _markers/<shard_id>.json       written after its Parquet file; a shard is done iff this exists
+    labels/<part>.parquet          about --shard-size rows each, sorted by image_id; <part>
+                                   hashes the file's image ids
+    _markers/<part>.json           written after its Parquet file; a part is done iff this
+                                   exists; lists its image ids (readers: write.label_files)
     run.json                       resolved config (no secrets), vocabulary, model, counts, errors
     class_stats.parquet            per class: pixels, images containing it, mean confidence
 
@@ -18,7 +20,7 @@ image_id                    string                              unique id: path 
 source_uri                  string                              where the bytes came from
                                                                 (``tar_uri#member``,
                                                                 ``parquet_uri#row=N``)
-shard_id                    string                              input shard (= output file stem)
+shard_id                    string                              input shard the row came from
 width, height               int32 (null if never decoded)       decoded size after EXIF rotation
 mask                        struct<bytes: binary, path: string> PNG label map, same size as the
                                                                 image; uint8 (<= 255 classes) or
@@ -48,7 +50,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 # Output columns.
 IMAGE_ID = "image_id"

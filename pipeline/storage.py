@@ -2,7 +2,9 @@
 
 The only module that reads endpoint settings from the environment. S3 uses the standard AWS
 variables: ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (S3-compatible servers),
-``AWS_DEFAULT_REGION`` / ``AWS_REGION``; credentials (``AWS_ACCESS_KEY_ID``,
+``AWS_DEFAULT_REGION`` / ``AWS_REGION``, ``AWS_MAX_ATTEMPTS`` (attempts per S3 request,
+default ``S3_MAX_ATTEMPTS``: throttling (503 SlowDown), 5xx and connection errors are retried
+with the AWS SDK's standard exponential backoff and jitter); credentials (``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, profiles, instance roles) are resolved by
 the AWS SDK itself and never pass through this code, flags, logs or pickles.
 
@@ -14,13 +16,20 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import logging
 import os
+import time
 import uuid
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+logger = logging.getLogger(__name__)
+
 _GLOB_CHARS = "*?["
+READ_ATTEMPTS = 5  # whole-object reads, on top of the SDK's per-request retries
+READ_BACKOFF_S = 0.1  # doubled after each failed attempt
+S3_MAX_ATTEMPTS = 10  # the SDK's default of 3 gives up during a burst of SlowDown replies
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -60,13 +69,20 @@ def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     if scheme == "s3":
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
-        return _s3(endpoint, region), path
+        return _s3(endpoint, region, _max_attempts()), path
     return _other(scheme), path
 
 
+def _max_attempts() -> int:
+    text = os.environ.get("AWS_MAX_ATTEMPTS", "")
+    return int(text) if text.strip().isdigit() and int(text) >= 1 else S3_MAX_ATTEMPTS
+
+
 @functools.lru_cache(maxsize=8)
-def _s3(endpoint: str | None, region: str | None) -> pafs.FileSystem:
-    kwargs: dict[str, object] = {}
+def _s3(endpoint: str | None, region: str | None, max_attempts: int) -> pafs.FileSystem:
+    kwargs: dict[str, object] = {
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts)
+    }
     if endpoint:
         parsed = urlparse(endpoint)
         kwargs["endpoint_override"] = parsed.netloc or parsed.path
@@ -136,10 +152,34 @@ def list_files(uri: str) -> list[str]:
 
 
 def read_bytes(uri: str) -> bytes:
-    """Whole object as bytes."""
+    """Whole object as bytes.
+
+    Besides the SDK's own retries (``AWS_MAX_ATTEMPTS``), a failed or short read is retried
+    here with exponential backoff: after a throttled ranged GET the AWS SDK's retry reuses a
+    response buffer that already holds the error body and fails ("Failed to flush response
+    stream") or returns too few bytes.
+
+    Raises:
+        FileNotFoundError: no such object (not retried).
+        OSError: still failing after ``READ_ATTEMPTS`` attempts.
+    """
     fs, path = filesystem_for(uri)
-    with fs.open_input_stream(path) as f:
-        return f.read()
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            with fs.open_input_file(path) as f:
+                size, data = f.size(), f.read()
+            if len(data) == size:
+                return data
+            problem: str | OSError = f"short read ({len(data)} of {size} bytes)"
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            if attempt == READ_ATTEMPTS:
+                raise
+            problem = e
+        logger.warning("read %s, attempt %d/%d: %s", uri, attempt, READ_ATTEMPTS, problem)
+        time.sleep(READ_BACKOFF_S * 2 ** (attempt - 1))
+    raise OSError(f"{uri}: {problem} after {READ_ATTEMPTS} attempts")
 
 
 def exists(uri: str) -> bool:
@@ -165,6 +205,13 @@ def write_bytes(uri: str, data: bytes) -> None:
     with fs.open_output_stream(tmp) as f:
         f.write(data)
     fs.move(tmp, path)
+
+
+def delete_file(uri: str) -> None:
+    """Delete one file; missing is fine."""
+    fs, path = filesystem_for(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
 
 
 def delete_tree(uri: str) -> None:

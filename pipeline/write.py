@@ -1,9 +1,18 @@
-"""Output side: per-shard Parquet + marker, class statistics and ``run.json``.
+"""Output side, run inside Ray workers: per-part Parquet + marker; plus the index of what is done.
 
-A shard's Parquet file becomes visible atomically (see ``storage.write_bytes``); its marker
-``_markers/<shard_id>.json`` is written after it and is the only proof that the shard is done.
-Markers also carry the shard's class statistics, so ``class_stats.parquet`` always covers every
-finished shard, including those from earlier runs.
+The write stage (:func:`write_part`) turns about ``shard_size`` labelled rows into
+``labels/<part>.parquet``, where ``<part>`` hashes the part's own image ids (a retried task
+rewrites the same file). The Parquet file becomes visible atomically (``storage.write_bytes``)
+and its marker ``_markers/<part>.json`` is written after it: a part is done iff its marker
+exists, and readers use :func:`label_files`. Markers list their image ids (per input shard),
+error ids, the input shards' total row counts and class statistics, so the next run can tell
+from the output alone which inputs still need a row (:func:`load_done`), and
+``class_stats.parquet`` always covers every finished part.
+
+Exactly one row per image: an image relabelled by ``--retry-errors`` gets its new row in a new
+part; the older part is then rewritten without it (:func:`drop_rows`, atomic replace, then its
+marker). Until that happens (e.g. the run was killed in between) the newer part wins
+(markers are ordered by ``written_at``), and the next run finishes the rewrite.
 """
 
 from __future__ import annotations
@@ -11,7 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -27,16 +39,24 @@ LABELS_DIR = "labels"
 MARKERS_DIR = "_markers"
 RUN_FILE = "run.json"
 CLASS_STATS_FILE = "class_stats.parquet"
+MAX_ERRORS_PER_PART = 20  # error rows a part reports back to the driver
+MARKER_READ_THREADS = 16  # markers are small objects; reading them is latency-bound
 
 
-def label_uri(output: str, shard_id: str) -> str:
-    """URI of a shard's Parquet file."""
-    return storage.join(output, LABELS_DIR, f"{shard_id}.parquet")
+def label_uri(output: str, part: str) -> str:
+    """URI of a part's Parquet file."""
+    return storage.join(output, LABELS_DIR, f"{part}.parquet")
 
 
-def marker_uri(output: str, shard_id: str) -> str:
-    """URI of a shard's completion marker."""
-    return storage.join(output, MARKERS_DIR, f"{shard_id}.json")
+def marker_uri(output: str, part: str) -> str:
+    """URI of a part's completion marker."""
+    return storage.join(output, MARKERS_DIR, f"{part}.json")
+
+
+def part_name(image_ids: Sequence[str]) -> str:
+    """``part-<hash>`` of a set of image ids: the same rows always get the same file name."""
+    text = "\n".join(sorted(image_ids))
+    return "part-" + hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def fingerprint(class_names: Sequence[str], model: dict[str, Any]) -> str:
@@ -45,8 +65,8 @@ def fingerprint(class_names: Sequence[str], model: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def finished_shards(output: str) -> list[str]:
-    """Shard ids that have a marker."""
+def finished_parts(output: str) -> list[str]:
+    """Names of the parts that have a marker, sorted."""
     try:
         uris = storage.list_files(storage.join(output, MARKERS_DIR))
     except FileNotFoundError:
@@ -55,9 +75,39 @@ def finished_shards(output: str) -> list[str]:
     return sorted(n[: -len(".json")] for n in names if n.endswith(".json"))
 
 
-def read_marker(output: str, shard_id: str) -> dict[str, Any]:
-    """Parsed marker of a finished shard."""
-    return json.loads(storage.read_bytes(marker_uri(output, shard_id)))
+def label_files(output: str) -> list[str]:
+    """URIs of the finished Parquet files: what a reader of the output should read."""
+    return [label_uri(output, p) for p in finished_parts(output)]
+
+
+def read_marker(output: str, part: str) -> dict[str, Any]:
+    """Parsed marker of a finished part."""
+    return json.loads(storage.read_bytes(marker_uri(output, part)))
+
+
+def read_markers(output: str) -> dict[str, dict[str, Any]]:
+    """Every marker under ``output``, read concurrently: ``{part: marker}``."""
+    parts = finished_parts(output)
+    with ThreadPoolExecutor(max_workers=MARKER_READ_THREADS) as pool:
+        return dict(zip(parts, pool.map(lambda p: read_marker(output, p), parts), strict=True))
+
+
+def remove_orphans(output: str) -> list[str]:
+    """Delete Parquet files without a marker (a run killed between the two writes) and
+    leftover temporary files. Assumes no other run writes to ``output`` at the same time.
+
+    Returns:
+        The deleted file names.
+    """
+    try:
+        uris = storage.list_files(storage.join(output, LABELS_DIR))
+    except FileNotFoundError:
+        return []
+    done = {f"{p}.parquet" for p in finished_parts(output)}
+    orphans = [u for u in uris if u.rsplit("/", 1)[-1] not in done]
+    for uri in orphans:
+        storage.delete_file(uri)
+    return [u.rsplit("/", 1)[-1] for u in orphans]
 
 
 def clear_outputs(output: str) -> None:
@@ -65,10 +115,7 @@ def clear_outputs(output: str) -> None:
     for name in (LABELS_DIR, MARKERS_DIR):
         storage.delete_tree(storage.join(output, name))
     for name in (RUN_FILE, CLASS_STATS_FILE):
-        uri = storage.join(output, name)
-        if storage.exists(uri):
-            fs, path = storage.filesystem_for(uri)
-            fs.delete_file(path)
+        storage.delete_file(storage.join(output, name))
 
 
 def assemble_shard(parts: Sequence[pa.Table], out_schema: pa.Schema) -> pa.Table:
@@ -108,19 +155,118 @@ def shard_class_stats(table: pa.Table, num_classes: int) -> dict[str, list[float
     }
 
 
-def write_shard(output: str, shard_id: str, table: pa.Table, marker: dict[str, Any]) -> None:
-    """Write ``labels/<shard_id>.parquet`` and then its marker.
+def write_shard(output: str, part: str, table: pa.Table, marker: dict[str, Any]) -> None:
+    """Write ``labels/<part>.parquet`` and then its marker.
 
     Args:
         output: output root URI.
-        shard_id: shard id.
+        part: part name (file stem).
         table: rows with the output schema.
-        marker: extra JSON fields for the marker (run id, fingerprint, counts, class stats).
+        marker: JSON fields for the marker (run id, fingerprint, ids, counts, class stats).
     """
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, compression="zstd")
-    storage.write_bytes(label_uri(output, shard_id), buf.getvalue().to_pybytes())
-    storage.write_bytes(marker_uri(output, shard_id), json.dumps(marker).encode())
+    storage.write_bytes(label_uri(output, part), buf.getvalue().to_pybytes())
+    storage.write_bytes(marker_uri(output, part), json.dumps(marker).encode())
+
+
+def _ids_by_source(table: pa.Table) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for image_id, source in zip(
+        table[schema.IMAGE_ID].to_pylist(), table[schema.SHARD_ID].to_pylist(), strict=True
+    ):
+        out[source].append(image_id)
+    return dict(out)
+
+
+def part_marker(table: pa.Table, sources: dict[str, int], num_classes: int) -> dict[str, Any]:
+    """Marker fields describing the rows of ``table`` (output schema).
+
+    Args:
+        table: the part's rows.
+        sources: total row count of each input shard the rows come from.
+        num_classes: C.
+    """
+    errors = table.filter(pc.equal(table[schema.STATUS], schema.STATUS_ERROR))
+    return {
+        "rows": table.num_rows,
+        "errors": errors.num_rows,
+        "ids": _ids_by_source(table),
+        "error_ids": errors[schema.IMAGE_ID].to_pylist(),
+        "sources": sources,
+        "class_stats": shard_class_stats(table, num_classes),
+    }
+
+
+def write_part(
+    batch: pa.Table,
+    *,
+    output: str,
+    out_schema: pa.Schema,
+    marker_base: dict[str, Any],
+    num_classes: int,
+) -> pa.Table:
+    """Ray ``map_batches`` function of the write stage (runs in a worker).
+
+    Args:
+        batch: labelled rows with ``schema.STREAM_SCHEMA`` columns.
+        output: output root URI.
+        out_schema: from ``schema.output_schema``.
+        marker_base: run id, fingerprint, schema version.
+        num_classes: C.
+
+    Returns:
+        One small row for the driver: ``part``, ``rows``, ``errors`` and ``first_errors``
+        (JSON list of ``{image_id, source_uri, error}``).
+    """
+    table = assemble_shard([batch], out_schema)
+    sources = dict(
+        zip(batch[schema.SHARD_ID].to_pylist(), batch[schema.SHARD_SIZE].to_pylist(), strict=True)
+    )
+    part = part_name(table[schema.IMAGE_ID].to_pylist())
+    marker = {
+        **marker_base,
+        "part": part,
+        "written_at": datetime.now(UTC).isoformat(),
+        **part_marker(table, sources, num_classes),
+    }
+    write_shard(output, part, table, marker)
+    errors = table.filter(pc.equal(table[schema.STATUS], schema.STATUS_ERROR))
+    first = errors.select([schema.IMAGE_ID, schema.SOURCE_URI, schema.ERROR]).slice(
+        0, MAX_ERRORS_PER_PART
+    )
+    return pa.table(
+        {
+            "part": [part],
+            "rows": [table.num_rows],
+            "errors": [errors.num_rows],
+            "first_errors": [json.dumps(first.to_pylist())],
+        }
+    )
+
+
+def drop_rows(output: str, part: str, image_ids: Sequence[str], num_classes: int) -> None:
+    """Remove superseded rows from a finished part: rewrite its Parquet file (atomic replace),
+    then its marker; when no row is left, delete the marker first, then the file.
+
+    Args:
+        output: output root URI.
+        part: part name.
+        image_ids: ids whose rows a newer part holds.
+        num_classes: C.
+    """
+    marker = read_marker(output, part)
+    table = pq.read_table(pa.BufferReader(storage.read_bytes(label_uri(output, part))))
+    keep = pc.invert(pc.is_in(table[schema.IMAGE_ID], pa.array(list(image_ids), pa.string())))
+    table = table.filter(keep)
+    if table.num_rows == 0:
+        storage.delete_file(marker_uri(output, part))
+        storage.delete_file(label_uri(output, part))
+        return
+    kept = set(table[schema.SHARD_ID].to_pylist())
+    sources = {s: n for s, n in marker["sources"].items() if s in kept}
+    marker.update(part_marker(table, sources, num_classes))
+    write_shard(output, part, table, marker)
 
 
 def class_stats_table(class_names: Sequence[str], markers: Sequence[dict[str, Any]]) -> pa.Table:

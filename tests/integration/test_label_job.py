@@ -144,13 +144,16 @@ def _config(dataset: dict, output: str, **kw: object) -> LabelJobConfig:
 
 
 def _read_output(output: str) -> pa.Table:
-    fs, path = storage.filesystem_for(storage.join(output, write.LABELS_DIR))
-    files = sorted(i.path for i in fs.get_file_info(pa.fs.FileSelector(path)))
-    return pa.concat_tables([pq.read_table(f, filesystem=fs) for f in files])
+    """Every row a reader sees: the Parquet files the markers list."""
+    tables = []
+    for uri in write.label_files(output):
+        fs, path = storage.filesystem_for(uri)
+        tables.append(pq.read_table(path, filesystem=fs))
+    return pa.concat_tables(tables)
 
 
 def _marker_run_ids(output: str) -> dict[str, str]:
-    return {s: write.read_marker(output, s)["run_id"] for s in write.finished_shards(output)}
+    return {p: m["run_id"] for p, m in write.read_markers(output).items()}
 
 
 def test_s3_end_to_end_rows_errors_masks_stats(
@@ -183,7 +186,10 @@ def test_s3_end_to_end_rows_errors_masks_stats(
         assert encode.decode_png(row[schema.CONFIDENCE]["bytes"]).shape == (h, w)
 
     assert summary.images == table.num_rows and summary.errors == len(dataset["errors"])
-    assert summary.shards_written == 6 and summary.shards_skipped == 0  # 4 loose + tar + parquet
+    markers = write.read_markers(output).values()
+    assert summary.parts_written == len(markers) >= 19 // 4
+    assert all(1 <= m["rows"] <= 4 for m in markers)  # at most --shard-size rows per file
+    assert summary.already_labelled == 0
     meta = json.loads(table.schema.metadata[b"labeler"])
     assert meta["vocabulary"] == list(CLASSES) and meta["model"] == MODEL
     hf = json.loads(table.schema.metadata[b"huggingface"])["info"]["features"]
@@ -191,7 +197,8 @@ def test_s3_end_to_end_rows_errors_masks_stats(
 
     run = json.loads(storage.read_bytes(storage.join(output, "run.json")))
     assert run["counts"]["error"] == len(dataset["errors"])
-    assert run["counts"]["ignored_input_files"] == 1
+    assert run["counts"]["other_input_files"] == 1
+    assert run["other_input_files"] == ["loose/README.txt"]
     assert {e["image_id"] for e in run["first_errors"]} == dataset["errors"]
     assert "AWS_SECRET_ACCESS_KEY" not in json.dumps(run) and "testing" not in json.dumps(run)
 
@@ -212,14 +219,14 @@ def test_rerun_skips_finished_shards_and_overwrite_redoes(
     runs_before = _marker_run_ids(output)
 
     again = run_label_job(_config(dataset, output), colour_factory, counting_encoder, MODEL)
-    assert again.shards_written == 0 and again.shards_skipped == first.shards_written
+    assert again.images == again.parts_written == 0 and again.already_labelled == first.images
     assert _marker_run_ids(output) == runs_before
     assert _read_output(output).num_rows == first.images
 
     redo = run_label_job(
         _config(dataset, output, overwrite=True), colour_factory, counting_encoder, MODEL
     )
-    assert redo.shards_written == first.shards_written
+    assert redo.images == first.images and redo.already_labelled == 0
     assert set(_marker_run_ids(output).values()) == {redo.run_id}
     table = _read_output(output)
     assert table.num_rows == first.images
@@ -242,7 +249,7 @@ class StopAfterFirstShard:
                 if self.calls >= outer.calls_ok:
                     deadline = time.monotonic() + 3
                     while time.monotonic() < deadline:
-                        if write.finished_shards(outer.output):
+                        if write.finished_parts(outer.output):
                             raise RuntimeError("simulated preemption")
                         time.sleep(0.1)
                 return super().predict(images)
@@ -257,16 +264,19 @@ def test_interrupted_run_resumes_without_duplicates(
     cfg = _config(dataset, output)
     with pytest.raises(Exception, match="simulated preemption"):
         run_label_job(cfg, StopAfterFirstShard(output, calls_ok=1), counting_encoder, MODEL)
-    done = write.finished_shards(output)
-    assert 1 <= len(done) < 6
+    total = len(dataset["sizes"]) + len(dataset["errors"])
+    saved = sum(m["rows"] for m in write.read_markers(output).values())
+    assert 1 <= saved < total
     assert not list((tmp_path / "out" / "labels").glob(".tmp-*"))
 
     resumed = run_label_job(cfg, colour_factory, counting_encoder, MODEL)
-    assert resumed.shards_skipped == len(done)
-    assert resumed.shards_written == 6 - len(done)
+    assert resumed.already_labelled == saved
+    assert resumed.images == total - saved
     table = _read_output(output)
     ids = table[schema.IMAGE_ID].to_pylist()
-    assert len(ids) == len(set(ids)) == len(dataset["sizes"]) + len(dataset["errors"])
+    assert len(ids) == len(set(ids)) == total
+    on_disk = list((tmp_path / "out" / "labels").glob("*.parquet"))
+    assert len(on_disk) == len(write.label_files(output))
 
 
 def test_configuration_errors_stop_before_work(
@@ -286,7 +296,7 @@ def test_configuration_errors_stop_before_work(
 
     output = str(tmp_path / "out")
     run_label_job(_config(dataset, output, limit=1), colour_factory, counting_encoder, MODEL)
-    assert len(write.finished_shards(output)) == 1  # --limit rounds to whole shards
+    assert len(write.finished_parts(output)) == 1  # --limit rounds to whole shards
     with pytest.raises(ConfigError, match="another vocabulary or model"):
         run_label_job(
             _config(dataset, output), colour_factory, counting_encoder, {**MODEL, "version": 2}

@@ -58,6 +58,10 @@ WRONG: dict[str, list[list[str]]] = {
     "--background": [["--background", "sky"], ["--background", "wall,Wall"]],
     "--overwrite": [["--overwrite=yes"]],
     "--review": [["--review", "s3://bucket/report"]],  # the report folder must be local
+    "--dashboard": [["--dashboard=yes"]],
+    "--retry-errors": [["--retry-errors=yes"]],
+    "--include": [["--include", "*.nothing"]],  # leaves no input
+    "--exclude": [["--exclude", "*"]],
     "--max-error-rate": [["--max-error-rate", "1.5"]],
     "--limit": [["--limit", "0"]],
     "--checkpoint": [

@@ -147,3 +147,44 @@ def test_palette_png_converts_to_rgb() -> None:
     rgb, _ = decode.decode_image(_encode(img, "PNG"), LIMIT)
     np.testing.assert_array_equal(rgb[1, 2], [10, 200, 30])
     np.testing.assert_array_equal(rgb[0, 0], [0, 0, 0])
+
+
+def _photo(data_root: Path) -> Image.Image:
+    path = sorted((data_root / "camvid" / "test").glob("*.jpg"))[0]
+    return Image.open(path).convert("RGB").resize((96, 72))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kwargs", "mean_error"),
+    [
+        ("PNG", {}, 0.0),
+        ("BMP", {}, 0.0),
+        ("TIFF", {}, 0.0),
+        ("WEBP", {"lossless": True}, 0.0),
+        ("JPEG", {"quality": 95}, 4.0),  # lossy codecs: small mean error per channel
+        ("AVIF", {"quality": 95}, 4.0),
+    ],
+)
+def test_every_pillow_format_decodes_to_the_same_pixels(
+    data_root: Path, fmt: str, kwargs: dict, mean_error: float
+) -> None:
+    from PIL import features
+
+    if fmt == "AVIF" and not features.check("avif"):
+        pytest.skip("this Pillow build has no AVIF codec")
+    photo = _photo(data_root)
+    rgb, size = decode.decode_image(_encode(photo, fmt, **kwargs), LIMIT)
+    assert size == (96, 72) and rgb.dtype == np.uint8
+    diff = np.abs(rgb.astype(int) - np.asarray(photo, dtype=int))
+    assert diff.mean() <= mean_error
+
+
+def test_animated_gif_decodes_its_first_frame() -> None:
+    red = Image.new("RGB", (8, 6), (255, 0, 0))
+    blue = Image.new("RGB", (8, 6), (0, 0, 255))
+    buf = io.BytesIO()
+    red.save(buf, format="GIF", save_all=True, append_images=[blue], duration=100)
+    rgb, size = decode.decode_image(buf.getvalue(), LIMIT)
+    assert size == (8, 6)
+    np.testing.assert_array_equal(rgb[0, 0], [255, 0, 0])
+    assert (rgb == rgb[0, 0]).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -58,17 +59,47 @@ def test_listing_is_deterministic_and_groups_loose_images(input_dir: Path) -> No
     loose = [s for s in shards if s.kind == "images"]
     members = [Path(u).name for s in loose for u in s.uris]
     assert members == ["a.png", "b.jpg", "c.webp", "e.bmp", "d.JPEG"]  # sorted by full path
-    assert [s.shard_id[:12] for s in loose] == ["images-00000", "images-00001", "images-00002"]
+    assert all(s.shard_id.startswith("images-") for s in loose)
     assert len({s.shard_id for s in shards}) == len(shards)
 
 
-def test_loose_shard_id_changes_when_membership_changes(input_dir: Path) -> None:
-    before = {s.shard_id for s in read.list_shards(str(input_dir), 2)[0]}
-    (input_dir / "loose" / "aa.png").write_bytes(PNG)
-    after = {s.shard_id for s in read.list_shards(str(input_dir), 2)[0]}
-    tar_and_parquet = {s for s in before if not s.startswith("images-")}
-    assert tar_and_parquet <= after  # file shards keep their ids
-    assert before - tar_and_parquet != after - tar_and_parquet
+def test_loose_shard_id_depends_only_on_its_own_members(input_dir: Path) -> None:
+    listing = read.list_inputs(str(input_dir))
+    first = read.image_shards(listing.images[:2], listing.root, 2)
+    (input_dir / "loose" / "aa.png").write_bytes(PNG)  # sorts between existing names
+    again = read.list_inputs(str(input_dir))
+    assert len(again.images) == len(listing.images) + 1
+    assert read.image_shards(listing.images[:2], again.root, 2) == first
+    assert read.image_shards(listing.images[:1], listing.root, 2) != first
+
+
+def test_listing_classifies_every_file_and_applies_globs(input_dir: Path) -> None:
+    (input_dir / "loose" / "anim.gif").write_bytes(PNG)
+    (input_dir / "loose" / "meta.json").write_text("{}")
+    listing = read.list_inputs(str(input_dir))
+    names = [Path(u).name for u in listing.images]
+    assert "anim.gif" in names and "d.JPEG" in names
+    assert listing.other == ["loose/meta.json", "loose/notes.txt"]
+    assert listing.excluded == 1  # _SUCCESS
+    assert len(listing.files) == 2
+    only_jpg = read.list_inputs(str(input_dir), include=["*.jpg", "*.jpeg"])
+    assert [Path(u).name for u in only_jpg.images] == ["b.jpg"]  # globs are case-sensitive
+    no_sub = read.list_inputs(str(input_dir), exclude=read.parse_globs("loose/sub/*, *.txt"))
+    assert "d.JPEG" not in [Path(u).name for u in no_sub.images]
+    assert no_sub.other == ["loose/meta.json"]
+
+
+def test_pillow_formats_are_image_extensions() -> None:
+    for ext in (".gif", ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"):
+        assert ext in read.IMAGE_EXTENSIONS
+    assert ".txt" not in read.IMAGE_EXTENSIONS and ".json" not in read.IMAGE_EXTENSIONS
+
+
+def test_skip_leaves_out_labelled_members(input_dir: Path) -> None:
+    shard = next(s for s in read.list_shards(str(input_dir), 10)[0] if s.kind == "tar")
+    rows = _rows(replace(shard, skip=("shard-0.tar/k1.jpg",)))
+    assert [r[schema.IMAGE_ID] for r in rows] == ["shard-0.tar/k2.png"]
+    assert rows[0][schema.SHARD_SIZE] == 2  # the whole tar's row count
 
 
 def test_glob_and_single_file_inputs(input_dir: Path) -> None:

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema, storage, write
+from pipeline.done import load_done
 
 
 def _stream_rows(ids: list[str], shard: str = "s0") -> pa.Table:
@@ -86,13 +87,13 @@ def test_write_shard_then_marker_and_clear(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     table = write.assemble_shard([_stream_rows(["a"])], schema.output_schema("abc", {}, "r"))
     write.write_shard(out, "s0", table, {"rows": 1, "errors": 0})
-    assert write.finished_shards(out) == ["s0"]
+    assert write.finished_parts(out) == ["s0"]
     assert write.read_marker(out, "s0")["rows"] == 1
     back = pq.read_table(write.label_uri(out, "s0"))
     assert back.equals(table) and back.schema.metadata == table.schema.metadata
     assert [p.name for p in (tmp_path / "out" / "labels").iterdir()] == ["s0.parquet"]
     write.clear_outputs(out)
-    assert write.finished_shards(out) == []
+    assert write.finished_parts(out) == []
     assert not storage.exists(write.label_uri(out, "s0"))
 
 
@@ -100,3 +101,55 @@ def test_fingerprint_depends_on_vocabulary_and_model() -> None:
     a = write.fingerprint(["cat"], {"m": 1})
     assert a == write.fingerprint(["cat"], {"m": 1})
     assert a != write.fingerprint(["dog"], {"m": 1}) != write.fingerprint(["cat"], {"m": 2})
+
+
+def _write_part(out: str, ids: list[str], shard: str = "s0") -> str:
+    record = write.write_part(
+        _stream_rows(ids, shard),
+        output=out,
+        out_schema=schema.output_schema("abc", {}, "r"),
+        marker_base={"run_id": "r"},
+        num_classes=3,
+    ).to_pylist()[0]
+    return record["part"]
+
+
+def test_write_part_names_by_ids_and_reports_small_record(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    part = _write_part(out, ["b", "a", "bad1"])
+    assert part == write.part_name(["a", "b", "bad1"]) == _write_part(out, ["a", "b", "bad1"])
+    marker = write.read_marker(out, part)
+    assert marker["ids"] == {"s0": ["a", "b", "bad1"]} and marker["error_ids"] == ["bad1"]
+    assert marker["sources"] == {"s0": 3} and marker["rows"] == 3 and marker["errors"] == 1
+    assert write.label_files(out) == [write.label_uri(out, part)]
+
+
+def test_done_index_newest_part_wins_and_drop_rows_rewrites_older(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    old = _write_part(out, ["a", "bad"])
+    new_rows = _stream_rows(["bad"]).to_pylist()
+    new_rows[0].update(_stream_rows(["a"]).to_pylist()[0] | {schema.IMAGE_ID: "bad"})
+    new = write.write_part(
+        pa.Table.from_pylist(new_rows, schema=schema.STREAM_SCHEMA),
+        output=out,
+        out_schema=schema.output_schema("abc", {}, "r"),
+        marker_base={"run_id": "r2"},
+        num_classes=3,
+    ).to_pylist()[0]["part"]
+    index = load_done(out)
+    assert index.status == {"a": "ok", "bad": "ok"} and index.owner["bad"] == new
+    assert index.stale == {old: {"bad"}}
+    write.drop_rows(out, old, ["bad"], 3)
+    assert pq.read_table(write.label_uri(out, old))[schema.IMAGE_ID].to_pylist() == ["a"]
+    assert write.read_marker(out, old)["error_ids"] == []
+    assert load_done(out).stale == {}
+    write.drop_rows(out, new, ["bad"], 3)  # a part left empty disappears, marker first
+    assert write.finished_parts(out) == [old] and not storage.exists(write.label_uri(out, new))
+
+
+def test_remove_orphans_deletes_unmarked_parquet_only(tmp_path: Path) -> None:
+    out = str(tmp_path / "out")
+    part = _write_part(out, ["a"])
+    storage.write_bytes(write.label_uri(out, "part-orphan"), b"half a run")
+    assert write.remove_orphans(out) == ["part-orphan.parquet"]
+    assert [p.name for p in (tmp_path / "out" / "labels").iterdir()] == [f"{part}.parquet"]
