@@ -7,9 +7,10 @@ Usage::
         --min-confidence 0.5 --classes "car,truck=car,road"
 
 Formats: mmseg (img_dir/ + ann_dir/ index PNGs), hf (Hugging Face Parquet shards), coco (COCO
-JSON with one RLE per class per image). Image file names are never taken from the input: each
-image id maps to a safe, collision-free name, listed in image_names.jsonl. Re-running skips
-shards already exported. See docs/export.md.
+JSON with one RLE per class per image), cvat (Segmentation mask 1.1), labelstudio (tasks with
+brush pre-annotations), fiftyone (ImageSegmentationDirectory). Image file names are never taken
+from the input: each image id maps to a safe, collision-free name, listed in image_names.jsonl.
+Re-running skips shards already exported. See docs/export.md.
 
 Exit codes: 0 done; 2 configuration error (nothing was written).
 """

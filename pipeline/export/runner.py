@@ -23,11 +23,18 @@ from dataclasses import asdict, dataclass
 from types import ModuleType
 
 from pipeline import storage
-from pipeline.export import coco, hf, mmseg, names, options, rows
+from pipeline.export import coco, cvat, fiftyone, hf, labelstudio, mmseg, names, options, rows
 
 logger = logging.getLogger(__name__)
 
-FORMATS: dict[str, ModuleType] = {"mmseg": mmseg, "hf": hf, "coco": coco}
+FORMATS: dict[str, ModuleType] = {
+    "mmseg": mmseg,
+    "hf": hf,
+    "coco": coco,
+    "cvat": cvat,
+    "labelstudio": labelstudio,
+    "fiftyone": fiftyone,
+}
 MARKERS_DIR = "_markers"
 CONFIG_FILE = "_export_config.json"
 
@@ -72,6 +79,8 @@ def plan_export(
     if not run.shards:
         raise options.OptionError(f"RUN {run_uri} has no finished shards")
     plan = ExportPlan(run, fmt, out, opts, options.build_class_map(run.vocabulary, opts.classes))
+    if hasattr(FORMATS[fmt], "validate_classes"):
+        FORMATS[fmt].validate_classes(plan.class_map.names)
     try:
         if overwrite:
             storage.delete_tree(out)
@@ -180,7 +189,7 @@ def _jsonl(items: Sequence[dict]) -> bytes:
 def _write_common(
     plan: ExportPlan, records: Sequence[dict], skipped: Sequence[dict], summary: ExportSummary
 ) -> None:
-    mapping = [{k: v for k, v in r.items() if k != "annotations"} for r in records]
+    mapping = [{k: v for k, v in r.items() if k not in ("annotations", "task")} for r in records]
     out = plan.out
     storage.write_bytes(names.out_uri(out, "classes.txt"), "\n".join(plan.class_map.names).encode())
     storage.write_bytes(names.out_uri(out, "image_names.jsonl"), _jsonl(mapping))

@@ -245,3 +245,93 @@ def test_names_in_output_are_safe(label_run: dict, tmp_path: Path) -> None:
         assert name == os.path.basename(name) and not name.startswith(".")
         assert all(c.isalnum() and c.isascii() or c in "._-" for c in name)
     assert "/abs/evil.png" not in {m["name"] for m in mapping.values()}
+
+
+def _read_labelmap(path: Path) -> dict[tuple[int, int, int], str]:
+    """CVAT/Datumaro labelmap.txt: ``label:r,g,b:parts:actions`` lines, ``#`` comments."""
+    colours = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        label, rgb, _parts, _actions = line.split(":")
+        colours[tuple(int(v) for v in rgb.split(","))] = label
+    return colours
+
+
+def test_cvat_segmentation_mask_layout(label_run: dict, tmp_path: Path) -> None:
+    # Layout and labelmap rules from https://docs.cvat.ai/docs/manual/advanced/formats/format-smask/
+    # (Datumaro, CVAT's importer, cannot be installed next to our pinned opencv 5.)
+    out = tmp_path / "cvat"
+    mapping = _export(label_run, "cvat", out, "--split", "0.5")
+    masks = _run_masks(label_run["run"])
+    ann = out / "annotations"
+    colours = _read_labelmap(ann / "labelmap.txt")
+    assert colours[(0, 0, 0)] == "background" and sorted(colours.values())[1:] == sorted(CLASSES)
+    listed = {}
+    for split in ("train", "val"):
+        for stem in (ann / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split():
+            listed[stem] = split
+    by_name = {m["name"]: image_id for image_id, m in mapping.items()}
+    assert set(listed) == set(by_name)
+    for stem, split in listed.items():
+        image_id = by_name[stem]
+        assert mapping[image_id]["split"] == split
+        rgb = np.asarray(Image.open(ann / "SegmentationClass" / f"{stem}.png").convert("RGB"))
+        decoded = np.full(rgb.shape[:2], 255, dtype=np.uint8)
+        for colour, label in colours.items():
+            if label != "background":
+                decoded[(rgb == colour).all(axis=2)] = CLASSES.index(label)
+        np.testing.assert_array_equal(decoded, masks[image_id][0])
+        (image,) = (out / "images").glob(f"{stem}.*")
+        assert Image.open(image).size == rgb.shape[1::-1]
+    bad = [str(label_run["run"]), "--format", "cvat", "--out", str(tmp_path / "bad")]
+    assert export_job.main([*bad, "--classes", "red=a:b"]) == export_job.EXIT_CONFIG
+    assert not (tmp_path / "bad").exists()
+
+
+def test_labelstudio_tasks_decode_with_its_converter(label_run: dict, tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from label_studio_converter.brush import decode_from_annotation
+
+    out = tmp_path / "ls"
+    hostile = '<b>&"x"'
+    flags = ["--classes", f"red={hostile},green,blue"]
+    mapping = _export(label_run, "labelstudio", out, *flags)
+    masks = _run_masks(label_run["run"])
+    config = ET.fromstring((out / "label_config.xml").read_text())  # escaped: still valid XML
+    assert [e.get("value") for e in config.iter("Label")] == [hostile, "green", "blue"]
+    names = [hostile, "green", "blue"]
+    tasks = json.loads((out / "tasks.json").read_text())
+    assert {t["data"]["image_id"] for t in tasks} == set(masks)
+    for task in tasks:
+        image_id = task["data"]["image_id"]
+        rel = task["data"]["image"].removeprefix("/data/local-files/?d=")
+        assert rel == mapping[image_id]["image"] and (out / rel).is_file()
+        results = task["predictions"][0]["result"]
+        # the converter reads the flattened export form: value fields next to type and size
+        flat = [{**r["value"], **{k: v for k, v in r.items() if k != "value"}} for r in results]
+        layers = decode_from_annotation("tag", flat)
+        mask = masks[image_id][0]
+        rebuilt = np.full(mask.shape, 255, dtype=np.uint8)
+        for key, layer in layers.items():
+            rebuilt[layer > 0] = names.index(key.removeprefix("tag-").rsplit("-", 1)[0])
+        np.testing.assert_array_equal(rebuilt, mask)
+
+
+def test_fiftyone_image_segmentation_directory(label_run: dict, tmp_path: Path) -> None:
+    # Layout from https://docs.voxel51.com/user_guide/dataset_creation/datasets.html
+    # (ImageSegmentationDirectory: data/ and labels/ matched by file stem); fiftyone itself
+    # (MongoDB, hundreds of MB) is not installed.
+    out = tmp_path / "fo"
+    mapping = _export(label_run, "fiftyone", out)
+    masks = _run_masks(label_run["run"])
+    targets = json.loads((out / "mask_targets.json").read_text())
+    assert {int(k): v for k, v in targets.items()} == dict(enumerate(CLASSES))
+    data = {p.stem: p for p in (out / "data").iterdir()}
+    labels = {p.stem: p for p in (out / "labels").iterdir()}
+    assert set(data) == set(labels) == {m["name"] for m in mapping.values()}
+    for image_id, record in mapping.items():
+        label = np.asarray(Image.open(labels[record["name"]]))
+        np.testing.assert_array_equal(label, masks[image_id][0])
+        assert Image.open(data[record["name"]]).size == label.shape[::-1]
