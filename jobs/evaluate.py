@@ -93,11 +93,18 @@ def _id_map(table_schema, names: list[str]) -> np.ndarray:
 
 def _row_key(row: dict) -> str:
     uri = row.get(schema.SOURCE_URI) or row.get(schema.IMAGE_ID) or ""
-    return PurePosixPath(uri.split("#", 1)[0]).stem
+    if not str(row.get(schema.SHARD_ID, "")).startswith("images-"):
+        uri = uri.split("#", 1)[0]  # tar member / Parquet row: the container's stem
+    return PurePosixPath(uri).stem  # a loose file's name may itself hold "#"
 
 
 def evaluate_predictions(
-    root: str, pairs: list, names: list[str], *, reduce_zero_label: bool = False
+    root: str,
+    pairs: list,
+    names: list[str],
+    *,
+    reduce_zero_label: bool = False,
+    min_confidence: float = 0.0,
 ) -> tuple[np.ndarray, dict]:
     """Confusion matrix of a labelling run's masks against the ground truth of ``pairs``.
 
@@ -125,6 +132,9 @@ def evaluate_predictions(
                 continue
             _, gt = load_pair(pair, len(names), reduce_zero_label=reduce_zero_label)
             pred = lut[decode_mask(row[schema.MASK]["bytes"]).astype(np.int64)]
+            if min_confidence > 0.0 and row.get(schema.CONFIDENCE):
+                low = decode_mask(row[schema.CONFIDENCE]["bytes"]) / 255.0 < min_confidence
+                pred[low] = len(names)  # unlabelled: counts as a miss
             conf += confusion_matrix(gt, pred, len(names))
             counts["matched"] += 1
             seen_stems.add(pair.name)
@@ -148,6 +158,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--masks", help="ground-truth mask folder, same stems as the images")
     p.add_argument("--image-column", default="image", help="Parquet image column")
     p.add_argument("--mask-column", default="mask", help="Parquet mask column")
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        help="labelling-run pixels (--data RUN or --predictions) below this confidence (0..1) "
+        "are unlabelled",
+    )
     p.add_argument(
         "--reduce-zero-label",
         action="store_true",
@@ -184,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         masks=args.masks,
         image_column=args.image_column,
         mask_column=args.mask_column,
+        min_confidence=args.min_confidence,
     )
     pairs = load_pairs(data_job)[: args.limit or None]
     report: dict = {}
@@ -204,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         report["checkpoint"] = metrics.as_dict(names)
     if args.predictions:
         conf, counts = evaluate_predictions(
-            args.predictions, pairs, names, reduce_zero_label=args.reduce_zero_label
+            args.predictions,
+            pairs,
+            names,
+            reduce_zero_label=args.reduce_zero_label,
+            min_confidence=args.min_confidence,
         )
         metrics = compute_metrics(conf, seen)
         print(f"predictions {args.predictions}: {counts}\n{format_table(metrics, names, seen)}")

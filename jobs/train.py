@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # `python jobs/train.py` from the repo root
 
 import zegclip  # noqa: E402
 from zegclip.augment import AugmentConfig  # noqa: E402
+from zegclip.run_pairs import is_run, run_pairs  # noqa: E402
 from zegclip.segdata import PairSource, folder_pairs, parquet_pairs  # noqa: E402
 from zegclip.text import load_text_embeddings  # noqa: E402
 from zegclip.train_state import (  # noqa: E402
@@ -60,6 +61,7 @@ class JobConfig:
     masks: str | None = None
     image_column: str = "image"
     mask_column: str = "mask"
+    min_confidence: float = 0.0
     reduce_zero_label: bool = False
     model: str = "zegclip"
     clip_model: str = "ViT-B-16"
@@ -155,7 +157,8 @@ def read_unseen(spec: str) -> list[str]:
 
 
 def load_pairs(job: JobConfig) -> list:
-    """Pairs from ``--images/--masks``, a ``--data`` folder (images/, masks/) or Parquet.
+    """Pairs from ``--images/--masks``, a ``--data`` folder (images/, masks/), Parquet or a
+    labelling run (``run.json`` present).
 
     Raises:
         ValueError: neither or both data options given.
@@ -164,6 +167,8 @@ def load_pairs(job: JobConfig) -> list:
         raise ValueError("give either --data DIR_OR_PARQUET or both --images DIR and --masks DIR")
     if job.images:
         return folder_pairs(job.images, job.masks)
+    if is_run(job.data):
+        return run_pairs(job.data, read_classes(job.classes), min_confidence=job.min_confidence)
     if job.data.rstrip("/").endswith(".parquet") or _has_parquet(job.data):
         return parquet_pairs(job.data, image_column=job.image_column, mask_column=job.mask_column)
     return folder_pairs(f"{job.data.rstrip('/')}/images", f"{job.data.rstrip('/')}/masks")
@@ -356,12 +361,15 @@ def validate(job: JobConfig) -> None:
 
 
 HELP = {
-    "data": "folder with images/ and masks/ (same stems), or a Parquet file/prefix with image "
-    "and mask columns; local or URI",
+    "data": "folder with images/ and masks/ (same stems), a Parquet file/prefix with image "
+    "and mask columns, or a labelling run's output (pseudo-labels; images via source_uri); "
+    "local or URI",
     "images": "image folder (use with --masks, e.g. CamVid's train/)",
     "masks": "mask folder, class ids in --classes order; 255 and ids >= #classes are ignored",
     "image_column": "Parquet image column (binary or Hugging Face Image struct)",
     "mask_column": "Parquet mask column",
+    "min_confidence": "--data RUN: pixels whose pseudo-label confidence is below this (0..1) "
+    "are ignored",
     "reduce_zero_label": "id 0 is background: ignore it and shift the other ids down by one",
     "model": "model family: zegclip or zegot",
     "clip_model": "open_clip model name (tiny-test = 2-layer test model)",

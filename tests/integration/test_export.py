@@ -335,3 +335,54 @@ def test_fiftyone_image_segmentation_directory(label_run: dict, tmp_path: Path) 
         label = np.asarray(Image.open(labels[record["name"]]))
         np.testing.assert_array_equal(label, masks[image_id][0])
         assert Image.open(data[record["name"]]).size == label.shape[::-1]
+
+
+def test_run_pairs_feed_training_with_min_confidence(label_run: dict, tmp_path: Path) -> None:
+    from jobs import train
+    from zegclip.run_pairs import is_run, run_pairs
+    from zegclip.segdata import load_pair
+
+    masks = _run_masks(label_run["run"])
+    names = ["blue", "red"]  # a subset in another order: mapped by name
+    assert is_run(str(label_run["run"])) and not is_run(str(tmp_path))
+    pairs = run_pairs(str(label_run["run"]), names, min_confidence=0.6)
+    assert [p.name for p in pairs] == sorted(masks)
+    for pair in pairs:
+        image, labels = load_pair(pair, len(names))
+        mask, conf = masks[pair.name]
+        expected = np.select([mask == 2, mask == 0], [0, 1], 255)
+        expected[conf / 255.0 < 0.6] = 255
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_array_equal(image, _image_array(label_run["originals"][pair.name]))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("blue\nred\n")
+    job = train.JobConfig(
+        classes=str(classes), output="", data=str(label_run["run"]), min_confidence=0.6
+    )
+    assert [p.name for p in train.load_pairs(job)] == [p.name for p in pairs]
+    assert (
+        train.parse_args(
+            ["--classes", "c", "--output", "o", "--min-confidence", "0.3"]
+        ).min_confidence
+        == 0.3
+    )
+
+
+def test_evaluate_predictions_min_confidence_counts_misses(label_run: dict) -> None:
+    from jobs.evaluate import evaluate_predictions
+    from zegclip.segdata import SegPair, encode_png
+
+    masks = _run_masks(label_run["run"])
+    loose = {k: v for k, v in masks.items() if k.rsplit("/", 1)[-1] in ODD_LOOSE}
+    pairs = [
+        SegPair(Path(k).stem, label_run["originals"][k], encode_png(m))
+        for k, (m, _) in loose.items()
+    ]
+    run = str(label_run["run"])
+    full, counts = evaluate_predictions(run, pairs, list(CLASSES))
+    cut, _ = evaluate_predictions(run, pairs, list(CLASSES), min_confidence=0.6)
+    assert counts["matched"] == len(loose) == 3
+    labelled = sum(int((m != 255).sum()) for m, _ in loose.values())
+    low = sum(int(((m != 255) & (c / 255.0 < 0.6)).sum()) for m, c in loose.values())
+    assert np.trace(full) == full.sum() == labelled and 0 < low < labelled
+    assert cut[:, len(CLASSES)].sum() == low and np.trace(cut) == labelled - low
