@@ -34,16 +34,20 @@ logger = logging.getLogger("jobs.export")
 EXIT_CONFIG = 2
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the module docstring's layout and shows defaults."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the export job."""
     p = argparse.ArgumentParser(
-        prog="jobs/export.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="jobs/export.py", description=__doc__, formatter_class=_HelpFormatter
     )
     p.add_argument("run", metavar="RUN", help="output folder/URI of a labelling run")
-    p.add_argument("--format", required=True, choices=sorted(runner.FORMATS), help="format")
-    p.add_argument("--out", required=True, help="export folder or URI (created)")
+    p.add_argument(
+        "--format", required=True, choices=sorted(runner.FORMATS), help="output format (see above)"
+    )
+    p.add_argument("--out", required=True, help="export folder or URI (created; not inside RUN)")
     p.add_argument(
         "--min-confidence",
         type=float,
