@@ -83,11 +83,22 @@ def plan_export(
         FORMATS[fmt].validate_classes(plan.class_map.names)
     try:
         if overwrite:
-            storage.delete_tree(out)
+            _clear_export(out)
         _check_config(plan)
     except OSError as e:
         raise options.OptionError(f"--out {out} is not writable: {e}") from e
     return plan
+
+
+def _clear_export(out: str) -> None:
+    """Delete a previous export; refuse a non-empty folder that is not one (a mistyped --out)."""
+    try:
+        files = storage.list_files(out)
+    except FileNotFoundError:
+        return
+    if files and not storage.exists(names.out_uri(out, CONFIG_FILE)):
+        raise options.OptionError(f"--overwrite: {out} is not an export folder; not deleting it")
+    storage.delete_tree(out)
 
 
 def _config(plan: ExportPlan) -> dict:

@@ -223,6 +223,14 @@ def test_rerun_skips_and_other_settings_stop(label_run: dict, tmp_path: Path, ca
     assert export_job.main(args) == export_job.EXIT_CONFIG
     assert export_job.main([*args[:4], str(out), "--classes", "purple"]) == 2
     assert export_job.main([*args[:4], str(label_run["run"] / "x")]) == 2
+    assert export_job.main([*args, "--overwrite"]) == 0  # other settings, folder redone
+    assert json.loads((out / "export.json").read_text())["options"]["val_fraction"] == 0.2
+    assert export_job.main([*args[:4], str(label_run["run"] / "labels"), "--overwrite"]) == 2
+    assert list((label_run["run"] / "labels").glob("*.parquet"))
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "keep.txt").write_text("x")
+    assert export_job.main([*args[:4], str(tmp_path / "precious"), "--overwrite"]) == 2
+    assert (tmp_path / "precious" / "keep.txt").exists()
 
 
 def test_ray_tasks_write_to_s3(label_run: dict, s3_bucket: str) -> None:
