@@ -98,6 +98,7 @@ def open_run(uri: str) -> RunInfo:
     Raises:
         FileNotFoundError: no ``run.json`` (not a finished labelling run).
     """
+    uri = storage.make_uri(*storage.split_uri(uri))  # absolute, so re-runs compare equal
     run_file = storage.join(uri, write.RUN_FILE)
     if not storage.exists(run_file):
         raise FileNotFoundError(f"{run_file} not found: RUN must be a labelling job's --output")

@@ -88,3 +88,28 @@ def test_source_kind_comes_from_the_shard_not_the_name(tmp_path) -> None:
         reader.fetch(str(tmp_path / "a.tar#b.jpg"), "tar-a-abc")
     with pytest.raises(SourceError):  # '..' inside a member is a member name, not a path
         reader.fetch(f"{tmp_path}/deep/x.tar#../../a.tar#b.jpg", "tar-x-abc")
+
+
+def test_upright_image_keeps_bytes_or_rotates_by_exif() -> None:
+    import io
+
+    from PIL import Image
+
+    from pipeline.export.rows import upright_image
+
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :10] = 255
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG")
+    plain = buf.getvalue()
+    assert upright_image(plain, 40, 20) == (plain, "jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", exif=exif)
+    data, ext = upright_image(buf.getvalue(), 20, 40)
+    assert ext == "png" and Image.open(io.BytesIO(data)).size == (20, 40)
+    with pytest.raises(SourceError, match="mask is"):
+        upright_image(plain, 41, 20)
+    with pytest.raises(SourceError):
+        upright_image(b"not an image", 1, 1)
