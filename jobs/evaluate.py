@@ -36,15 +36,9 @@ from zegclip.train.calibration import (  # noqa: E402
     recommend,
     sweep,
 )
-from zegclip.train.data import (  # noqa: E402
-    PairError,
-    decode_mask,
-    load_pair,
-    load_pairs,
-    read_classes,
-    read_unseen,
-)
+from zegclip.train.data import PairError, decode_mask, load_pair  # noqa: E402
 from zegclip.train.metrics import compute_metrics, confusion_matrix, format_table  # noqa: E402
+from zegclip.train.sources import load_pairs, read_classes, read_unseen  # noqa: E402
 
 logger = logging.getLogger("jobs.evaluate")
 
@@ -106,7 +100,9 @@ def _id_map(table_schema, names: list[str]) -> np.ndarray:
 
 def _row_key(row: dict) -> str:
     uri = row.get(schema.SOURCE_URI) or row.get(schema.IMAGE_ID) or ""
-    return PurePosixPath(uri.split("#", 1)[0]).stem
+    if not str(row.get(schema.SHARD_ID, "")).startswith("images-"):
+        uri = uri.split("#", 1)[0]  # tar member / Parquet row: the container's stem
+    return PurePosixPath(uri).stem  # a loose file's name may itself hold "#"
 
 
 def evaluate_predictions(
@@ -116,6 +112,7 @@ def evaluate_predictions(
     *,
     reduce_zero_label: bool = False,
     calibration: CalibrationCounts | None = None,
+    min_confidence: float = 0.0,
 ) -> tuple[np.ndarray, dict]:
     """Confusion matrix of a labelling run's masks against the ground truth of ``pairs``.
 
@@ -145,6 +142,9 @@ def evaluate_predictions(
                 continue
             _, gt = load_pair(pair, len(names), reduce_zero_label=reduce_zero_label)
             pred = lut[decode_mask(row[schema.MASK]["bytes"]).astype(np.int64)]
+            if min_confidence > 0.0 and row.get(schema.CONFIDENCE):
+                low = decode_mask(row[schema.CONFIDENCE]["bytes"]) / 255.0 < min_confidence
+                pred[low] = len(names)  # unlabelled: counts as a miss
             conf += confusion_matrix(gt, pred, len(names))
             if calibration is not None:
                 calibration.add(gt, pred, decode_mask(row[schema.CONFIDENCE]["bytes"]))
@@ -170,6 +170,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--masks", help="ground-truth mask folder, same stems as the images")
     p.add_argument("--image-column", default="image", help="Parquet image column")
     p.add_argument("--mask-column", default="mask", help="Parquet mask column")
+    p.add_argument(
+        "--min-confidence",
+        type=float,
+        default=0.0,
+        help="labelling-run pixels (--data RUN or --predictions) below this confidence (0..1) "
+        "are unlabelled",
+    )
     p.add_argument(
         "--reduce-zero-label",
         action="store_true",
@@ -257,6 +264,8 @@ def _prepare(args: argparse.Namespace) -> tuple[list[str], np.ndarray, list]:
         masks=args.masks,
         image_column=args.image_column,
         mask_column=args.mask_column,
+        classes=args.classes,
+        min_confidence=args.min_confidence,
     )[: args.limit or None]
     return names, _seen_mask(args, names), pairs
 
@@ -294,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             names,
             reduce_zero_label=args.reduce_zero_label,
             calibration=calibration,
+            min_confidence=args.min_confidence,
         )
         counts["pixels"] = pixel_outcomes(conf)  # unlabelled apart from wrong
         metrics = compute_metrics(conf, seen)

@@ -11,7 +11,7 @@ Examples::
         --reduce-zero-label --max-iters 20000 --self-train-from 10000 \\
         --output s3://bucket/runs/voc --num-workers 4 --use-gpu
 
-The training loop itself is :class:`zegclip.training.Trainer` (Ray-free); this file parses flags,
+The training loop itself is :class:`zegclip.train.loop.Trainer` (Ray-free); this file parses flags,
 validates inputs on the driver, and runs one loop per worker.
 """
 
@@ -37,13 +37,9 @@ from jobs.flags import add_dataclass_flags  # noqa: E402
 from zegclip.clip import weights_source  # noqa: E402
 from zegclip.text import load_text_embeddings  # noqa: E402
 from zegclip.train.augment import AugmentConfig  # noqa: E402
-from zegclip.train.data import (  # noqa: E402
-    PairSource,
-    load_pairs,
-    read_classes,
-    read_unseen,
-)
+from zegclip.train.data import PairSource  # noqa: E402
 from zegclip.train.loop import MaskLogits, TrainConfig, Trainer, seen_vector  # noqa: E402
+from zegclip.train.sources import load_pairs, read_classes, read_unseen  # noqa: E402
 from zegclip.train.state import (  # noqa: E402
     fetch_local,
     find_latest,
@@ -67,6 +63,7 @@ class JobConfig:
     masks: str | None = None
     image_column: str = "image"
     mask_column: str = "mask"
+    min_confidence: float = 0.0
     reduce_zero_label: bool = False
     model: str = "zegclip"
     clip_model: str = "ViT-B-16"
@@ -197,6 +194,8 @@ def run_worker(job_dict: dict) -> dict:
             masks=job.masks,
             image_column=job.image_column,
             mask_column=job.mask_column,
+            classes=job.classes,
+            min_confidence=job.min_confidence,
         ),
         len(names),
         reduce_zero_label=job.reduce_zero_label,
@@ -334,6 +333,8 @@ def validate(job: JobConfig) -> None:
         masks=job.masks,
         image_column=job.image_column,
         mask_column=job.mask_column,
+        classes=job.classes,
+        min_confidence=job.min_confidence,
     )
     if len(pairs) < max(job.num_workers, 1):
         raise ValueError(f"{len(pairs)} pairs cannot feed {job.num_workers} workers")
@@ -377,12 +378,15 @@ HELP = {
     "classes": "vocabulary file (zegclip.vocab format)",
     "output": "folder or URI for checkpoints",
     "unseen": "comma list or file of unseen class names",
-    "data": "folder with images/ and masks/ (same stems), or a Parquet file/prefix with image "
-    "and mask columns; local or URI",
+    "data": "folder with images/ and masks/ (same stems), a Parquet file/prefix with image "
+    "and mask columns, or a labelling run's output (pseudo-labels; images via source_uri); "
+    "local or URI",
     "images": "image folder (use with --masks, e.g. CamVid's train/)",
     "masks": "mask folder, class ids in --classes order; 255 and ids >= #classes are ignored",
     "image_column": "Parquet image column (binary or Hugging Face Image struct)",
     "mask_column": "Parquet mask column",
+    "min_confidence": "--data RUN: pixels whose pseudo-label confidence is below this (0..1) "
+    "are ignored",
     "reduce_zero_label": "id 0 is background: ignore it and shift the other ids down by one",
     "model": "model family: zegclip or zegot",
     "clip_model": "open_clip model name, or the path of an open_clip model config JSON",

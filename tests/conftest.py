@@ -8,7 +8,6 @@ starts (workers inherit the driver's environment at ``ray.init``), so ``ray_loca
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import fakes  # noqa: E402
+from fakes import CountingEncoder, colour_predictor_factory, free_port  # noqa: E402
 from tiny_models import DATA_ROOT, NO_DATA_REASON  # noqa: E402
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
@@ -29,13 +30,6 @@ if "ZEGCLIP_CACHE" not in os.environ:
     import tempfile
 
     os.environ["ZEGCLIP_CACHE"] = tempfile.mkdtemp(prefix="zegclip-test-cache-")
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -99,70 +93,12 @@ def ray_local(moto_s3: str) -> Iterator[None]:
 
     paths = [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # fakes below reach workers
+    cloudpickle.register_pickle_by_value(fakes)  # the fake predictors reach the workers
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield
     ray.shutdown()
-
-
-# ---------------------------------------------------------------------------------------------
-# A pure-numpy predictor for pipeline tests: colour-threshold segmentation.
-
-
-COLOUR_CLASSES = ("red", "green", "blue")
-DARK_THRESHOLD = 40  # pixels whose brightest channel is below this are unlabelled
-
-
-class ColourPrediction:
-    """Holds ``label_map`` (H, W) uint8, ``confidence`` (H, W) float32, ``class_counts`` (3,)."""
-
-    def __init__(self, label_map, confidence, class_counts) -> None:
-        self.label_map = label_map
-        self.confidence = confidence
-        self.class_counts = class_counts
-
-
-class ColourPredictor:
-    """Labels each pixel with its dominant RGB channel; dark pixels are unlabelled (255)."""
-
-    def __init__(self, class_embeddings) -> None:
-        assert class_embeddings.shape[0] == len(COLOUR_CLASSES)
-        self.calls = 0
-
-    def predict(self, images):
-        import numpy as np
-
-        self.calls += 1
-        out = []
-        for image in images:
-            rgb = image.astype(np.float32)
-            labels = rgb.argmax(axis=2).astype(np.uint8)
-            peak = rgb.max(axis=2)
-            labels[peak < DARK_THRESHOLD] = 255
-            confidence = peak / (rgb.sum(axis=2) + 1e-6)
-            counts = np.bincount(labels[labels < 3].ravel(), minlength=3).astype(np.int64)
-            out.append(ColourPrediction(labels, confidence.astype(np.float32), counts))
-        return out
-
-
-def colour_predictor_factory(class_embeddings):
-    """``PredictorFactory`` for :class:`ColourPredictor`."""
-    return ColourPredictor(class_embeddings)
-
-
-class CountingEncoder:
-    """``VocabularyEncoder`` returning a fixed (3, 8) embedding and counting its calls."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self):
-        import numpy as np
-
-        self.calls += 1
-        return np.eye(len(COLOUR_CLASSES), 8, dtype=np.float32)
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CountingEncoder, colour_predictor_factory
+from fakes import CountingEncoder, colour_predictor_factory
 from PIL import Image
 from ray import cloudpickle
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from fakes import REPO_ROOT
 from PIL import Image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

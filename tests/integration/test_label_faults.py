@@ -18,7 +18,7 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO_ROOT
+from fakes import REPO_ROOT
 from s3_fault_proxy import FaultProxy
 
 from pipeline import schema, storage, write

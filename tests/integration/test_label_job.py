@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ColourPredictor
+from fakes import ColourPredictor
 from PIL import Image
 from ray import cloudpickle
 

@@ -22,7 +22,7 @@ import boto3
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO_ROOT, free_port
+from fakes import REPO_ROOT, free_port
 from tiny_models import TINY_CLIP
 
 from pipeline import encode, schema, storage, write

@@ -18,7 +18,7 @@ import boto3
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import CountingEncoder, colour_predictor_factory
+from fakes import CountingEncoder, colour_predictor_factory
 from ray import cloudpickle
 from tiny_models import TINY_CLIP
 
@@ -201,7 +201,7 @@ def test_label_cli_review_flag_writes_report(tmp_path: Path, data_root: Path) ->
     """``jobs/label.py --review`` with the tiny random model, then ``jobs/review.py``."""
     import subprocess
 
-    from conftest import REPO_ROOT
+    from fakes import REPO_ROOT
 
     src = tmp_path / "in"
     src.mkdir()

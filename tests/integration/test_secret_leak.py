@@ -27,7 +27,7 @@ from urllib.parse import quote
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO_ROOT
+from fakes import REPO_ROOT
 from tiny_models import TINY_CLIP
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

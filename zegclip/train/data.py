@@ -23,7 +23,7 @@ import cv2
 import fsspec
 import numpy as np
 
-from zegclip.vocab import IGNORE_INDEX, parse_vocabulary
+from zegclip.vocab import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
@@ -221,49 +221,3 @@ def encode_png(array: np.ndarray) -> bytes:
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes()
-
-
-def read_classes(uri: str) -> list[str]:
-    """Class display names from a vocabulary file (local or URI)."""
-    with fsspec.open(uri, "r", encoding="utf-8") as f:
-        vocab = parse_vocabulary(f.read().splitlines(), source=uri)
-    return vocab.names
-
-
-def read_unseen(spec: str) -> list[str]:
-    """``a,b`` or a file with one name per line (``#`` comments allowed); empty = none."""
-    if not spec:
-        return []
-    fs, path = fsspec.core.url_to_fs(spec)
-    if fs.isfile(path):
-        with fs.open(path, "r") as f:
-            lines = [line.split("#", 1)[0].strip() for line in f.read().splitlines()]
-        return [line for line in lines if line]
-    return [s.strip() for s in spec.split(",") if s.strip()]
-
-
-def load_pairs(
-    *,
-    data: str = "",
-    images: str = "",
-    masks: str = "",
-    image_column: str = "image",
-    mask_column: str = "mask",
-) -> list[SegPair]:
-    """Pairs from ``--images/--masks``, a ``--data`` folder (images/, masks/) or Parquet.
-
-    Raises:
-        ValueError: neither or both data options given.
-    """
-    if bool(data) == bool(images and masks):
-        raise ValueError("give either --data DIR_OR_PARQUET or both --images DIR and --masks DIR")
-    if images:
-        return folder_pairs(images, masks)
-    if data.rstrip("/").endswith(".parquet") or _has_parquet(data):
-        return parquet_pairs(data, image_column=image_column, mask_column=mask_column)
-    return folder_pairs(f"{data.rstrip('/')}/images", f"{data.rstrip('/')}/masks")
-
-
-def _has_parquet(uri: str) -> bool:
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs.isdir(path) and bool(fs.glob(f"{path.rstrip('/')}/**/*.parquet"))

@@ -6,22 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import TINY_CLIP
+from tiny_zegclip import tiny_config
 
 import zegclip
-from zegclip import ClipSpec, ZegCLIPConfig
-
-
-def tiny_config(**overrides) -> ZegCLIPConfig:
-    """2-layer width-64 CLIP, 3-layer decoder with a 128-wide FFN, 4 prompt tokens."""
-    base = dict(
-        clip=ClipSpec(model=TINY_CLIP, pretrained=None),
-        num_prompt_tokens=4,
-        decoder_ffn_dim=128,
-        seen_classes=("car", "road"),
-    )
-    base.update(overrides)
-    return ZegCLIPConfig(**base)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 from safetensors import safe_open
+from tiny_zegclip import tiny_config
 
 import zegclip
 

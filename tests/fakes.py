@@ -1,0 +1,76 @@
+"""Fakes the tests share: a pure-numpy predictor, a call-counting encoder, loopback ports.
+
+A regular module (not a conftest) so that any test file can import it by name, whatever the
+order pytest loads the conftest files in; the Ray fixture registers it for pickling by value.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# A pure-numpy predictor for pipeline tests: colour-threshold segmentation.
+
+
+COLOUR_CLASSES = ("red", "green", "blue")
+DARK_THRESHOLD = 40  # pixels whose brightest channel is below this are unlabelled
+
+
+class ColourPrediction:
+    """Holds ``label_map`` (H, W) uint8, ``confidence`` (H, W) float32, ``class_counts`` (3,)."""
+
+    def __init__(self, label_map, confidence, class_counts) -> None:
+        self.label_map = label_map
+        self.confidence = confidence
+        self.class_counts = class_counts
+
+
+class ColourPredictor:
+    """Labels each pixel with its dominant RGB channel; dark pixels are unlabelled (255)."""
+
+    def __init__(self, class_embeddings) -> None:
+        assert class_embeddings.shape[0] == len(COLOUR_CLASSES)
+        self.calls = 0
+
+    def predict(self, images):
+        import numpy as np
+
+        self.calls += 1
+        out = []
+        for image in images:
+            rgb = image.astype(np.float32)
+            labels = rgb.argmax(axis=2).astype(np.uint8)
+            peak = rgb.max(axis=2)
+            labels[peak < DARK_THRESHOLD] = 255
+            confidence = peak / (rgb.sum(axis=2) + 1e-6)
+            counts = np.bincount(labels[labels < 3].ravel(), minlength=3).astype(np.int64)
+            out.append(ColourPrediction(labels, confidence.astype(np.float32), counts))
+        return out
+
+
+def colour_predictor_factory(class_embeddings):
+    """``PredictorFactory`` for :class:`ColourPredictor`."""
+    return ColourPredictor(class_embeddings)
+
+
+class CountingEncoder:
+    """``VocabularyEncoder`` returning a fixed (3, 8) embedding and counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self):
+        import numpy as np
+
+        self.calls += 1
+        return np.eye(len(COLOUR_CLASSES), 8, dtype=np.float32)

@@ -1,0 +1,395 @@
+"""``jobs/export.py`` from a real labelling run (real local Ray, real photos, colour predictor).
+
+The run's input mixes loose photos with odd names, a tar with ``../../`` and absolute member names
+and a Parquet shard, so every export also proves that untrusted names never decide where it
+writes. Each format is read back by its consumer library where one installs (``datasets``,
+``pycocotools``), otherwise by an independent reader written from the format's documentation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fakes import CountingEncoder, colour_predictor_factory
+from PIL import Image
+from ray import cloudpickle
+
+from jobs import export as export_job
+from pipeline import encode, schema, storage, write
+from pipeline.config import LabelJobConfig
+from pipeline.run import run_label_job
+
+pytestmark = pytest.mark.integration
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+CLASSES = ("red", "green", "blue")
+MODEL = {"name": "colour-threshold", "version": 1}
+EVIL_MEMBERS = ("../../x.jpg", "/abs/evil.png", "a/../../b c#d.png")
+ODD_LOOSE = ("we ird#name (1).jpg", "ünï cödé.png", "a.tar#b.jpg")
+
+
+def _tar(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _parquet(images: list[bytes]) -> bytes:
+    col = pa.array([{"bytes": b, "path": None} for b in images], type=schema.IMAGE_STRUCT)
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"image": col}), buf)
+    return buf.getvalue().to_pybytes()
+
+
+def _files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+
+
+@pytest.fixture(scope="module")
+def label_run(ray_local: None, data_root: Path, tmp_path_factory) -> dict:
+    """A finished local labelling run over tricky names; returns its paths and the originals."""
+    base = tmp_path_factory.mktemp("export")
+    src = base / "input" / "deep" / "er"  # deep, so ../../ from a member would land in base
+    src.mkdir(parents=True)
+    camvid = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:4]
+    voc = sorted((data_root / "voc2012-val-sample" / "images").glob("*.png"))[:5]
+    originals: dict[str, bytes] = {}
+    for name, path in zip(ODD_LOOSE, [camvid[0], voc[0], camvid[1]], strict=True):
+        (src / name).write_bytes(path.read_bytes())
+        originals[f"deep/er/{name}"] = path.read_bytes()
+    (src / "corrupt.jpg").write_bytes(b"not a jpeg")
+    members = dict(zip(EVIL_MEMBERS, [camvid[2], voc[1], voc[2]], strict=True))
+    (src / "evil.tar").write_bytes(_tar({k: v.read_bytes() for k, v in members.items()}))
+    originals.update({f"deep/er/evil.tar/{k}": v.read_bytes() for k, v in members.items()})
+    (src / "rows.parquet").write_bytes(_parquet([voc[3].read_bytes(), camvid[3].read_bytes()]))
+    originals["deep/er/rows.parquet/000000"] = voc[3].read_bytes()
+    originals["deep/er/rows.parquet/000001"] = camvid[3].read_bytes()
+    run = base / "run"
+    cfg = LabelJobConfig(
+        input=str(base / "input"),
+        output=str(run),
+        vocab="colours.txt",
+        class_names=CLASSES,
+        batch_size=4,
+        concurrency="1",
+        num_gpus_per_actor=0,
+        num_cpus_per_actor=0.5,
+        shard_size=4,
+        max_error_rate=1.0,
+    )
+    run_label_job(cfg, colour_predictor_factory, CountingEncoder(), MODEL)
+    return {"base": base, "run": run, "originals": originals}
+
+
+def _run_masks(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """image_id -> (mask, confidence) of every ok row of the run."""
+    table = pa.concat_tables([pq.read_table(p) for p in sorted((run / "labels").glob("*.parquet"))])
+    out = {}
+    for row in table.to_pylist():
+        if row[schema.STATUS] == schema.STATUS_OK:
+            mask = encode.decode_png(row[schema.MASK]["bytes"])
+            conf = encode.decode_png(row[schema.CONFIDENCE]["bytes"])
+            out[row[schema.IMAGE_ID]] = (mask, conf)
+    return out
+
+
+def _export(label_run: dict, fmt: str, out: Path, *flags: str) -> dict:
+    before = _files(label_run["base"])
+    code = export_job.main([str(label_run["run"]), "--format", fmt, "--out", str(out), *flags])
+    assert code == 0
+    new = _files(label_run["base"]) - before
+    outside = [p for p in new if out.resolve() not in p.resolve().parents]
+    assert not outside, f"export wrote outside --out: {outside}"
+    assert not list(label_run["base"].rglob("x.jpg")) and not Path("/abs/evil.png").exists()
+    mapping = [json.loads(line) for line in (out / "image_names.jsonl").read_text().splitlines()]
+    return {m["image_id"]: m for m in mapping}
+
+
+def _image_array(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_mmseg_layout_pairs_images_and_index_masks(label_run: dict, tmp_path: Path) -> None:
+    out = tmp_path / "mmseg"
+    mapping = _export(label_run, "mmseg", out)
+    masks = _run_masks(label_run["run"])
+    assert set(mapping) == set(masks) == set(label_run["originals"])
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert info["classes"] == list(CLASSES) == (out / "classes.txt").read_text().splitlines()
+    # BaseSegDataset.load_data_list: every img_dir file with img_suffix, its annotation is
+    # ann_dir / (stem + seg_map_suffix). https://mmsegmentation.readthedocs.io/en/latest/
+    # advanced_guides/add_datasets.html
+    found = 0
+    for suffix in info["img_suffixes"]:
+        for img in sorted((out / "img_dir" / "train").glob(f"*{suffix}")):
+            ann = out / "ann_dir" / "train" / (img.name[: -len(suffix)] + info["seg_map_suffix"])
+            label = np.asarray(Image.open(ann))
+            image = _image_array(img.read_bytes())
+            assert label.dtype == np.uint8 and label.shape == image.shape[:2]
+            found += 1
+    assert found == len(masks)
+    for image_id, record in mapping.items():
+        label = np.asarray(Image.open(out / record["mask"]))
+        np.testing.assert_array_equal(label, masks[image_id][0])
+        assert (out / record["image"]).read_bytes() == label_run["originals"][image_id]
+
+
+def test_hf_dataset_loads_with_datasets(label_run: dict, tmp_path: Path, monkeypatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "hf"
+    mapping = _export(label_run, "hf", out, "--split", "0.5")
+    masks = _run_masks(label_run["run"])
+    ds = datasets.load_dataset(str(out / "data"), cache_dir=str(tmp_path / "cache"))
+    assert set(ds) == {"train", "validation"}  # 0.5 of 8 ids: both splits non-empty
+    feature = ds["train"].features["classes"].feature
+    assert feature.names == list(CLASSES)
+    seen = set()
+    for split in ds.values():
+        for row in split:
+            label = np.asarray(row["mask"])
+            np.testing.assert_array_equal(label, masks[row["image_id"]][0])
+            assert np.asarray(row["image"].convert("RGB")).shape[:2] == label.shape
+            assert row["classes"] == sorted(set(np.unique(label).tolist()) - {255})
+            assert mapping[row["image_id"]]["name"] == row["name"]
+            seen.add(row["image_id"])
+    assert seen == set(masks)
+
+
+def test_coco_rle_decodes_back_with_pycocotools(label_run: dict, tmp_path: Path) -> None:
+    from pycocotools.coco import COCO
+
+    out = tmp_path / "coco"
+    mapping = _export(label_run, "coco", out, "--min-confidence", "0.6")
+    masks = _run_masks(label_run["run"])
+    coco = COCO(str(out / "annotations" / "train.json"))
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(CLASSES)
+    by_file = {f"train/{m['name']}": m["image_id"] for m in mapping.values()}
+    assert len(coco.getImgIds()) == len(masks)
+    for img in coco.loadImgs(coco.getImgIds()):
+        image_id = by_file[img["file_name"].rsplit(".", 1)[0]]
+        mask, conf = masks[image_id]
+        expected = np.where(conf / 255.0 < 0.6, 255, mask)
+        rebuilt = np.full((img["height"], img["width"]), 255, dtype=np.int64)
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
+            rebuilt[coco.annToMask(ann) == 1] = ann["category_id"] - 1
+        np.testing.assert_array_equal(rebuilt, expected)
+        stored = Image.open(out / "images" / img["file_name"])
+        assert stored.size == (img["width"], img["height"])
+
+
+def test_options_classes_min_labelled_split(label_run: dict, tmp_path: Path) -> None:
+    out = tmp_path / "opts"
+    masks = _run_masks(label_run["run"])
+    flags = ["--classes", "red=warm,green=warm", "--min-labelled", "0.05", "--split", "0.5"]
+    mapping = _export(label_run, "mmseg", out, *flags)
+    assert (out / "classes.txt").read_text().splitlines() == ["warm"]
+    skipped = [json.loads(s) for s in (out / "skipped.jsonl").read_text().splitlines()]
+    for image_id, (mask, _) in masks.items():
+        warm = np.isin(mask, (0, 1))
+        if warm.mean() < 0.05:
+            assert image_id in {s["image_id"] for s in skipped}
+            continue
+        record = mapping[image_id]
+        label = np.asarray(Image.open(out / record["mask"]))
+        np.testing.assert_array_equal(label, np.where(warm, 0, 255))
+        assert record["mask"].startswith(f"ann_dir/{record['split']}/")
+    assert {"corrupt.jpg" in s["image_id"] for s in skipped} >= {True}
+    again = _export(label_run, "mmseg", tmp_path / "opts2", *flags)
+    assert {k: v["split"] for k, v in again.items()} == {k: v["split"] for k, v in mapping.items()}
+
+
+def test_rerun_skips_and_other_settings_stop(label_run: dict, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "again"
+    _export(label_run, "mmseg", out)
+    first = {p: p.stat().st_mtime_ns for p in (out / "img_dir").rglob("*")}
+    _export(label_run, "mmseg", out)
+    assert "0 shards (" in capsys.readouterr().out.splitlines()[-1]
+    assert {p: p.stat().st_mtime_ns for p in (out / "img_dir").rglob("*")} == first
+    args = [str(label_run["run"]), "--format", "mmseg", "--out", str(out), "--split", "0.2"]
+    assert export_job.main(args) == export_job.EXIT_CONFIG
+    assert export_job.main([*args[:4], str(out), "--classes", "purple"]) == 2
+    assert export_job.main([*args[:4], str(label_run["run"] / "x")]) == 2
+    assert export_job.main([*args, "--overwrite"]) == 0  # other settings, folder redone
+    assert json.loads((out / "export.json").read_text())["options"]["val_fraction"] == 0.2
+    assert export_job.main([*args[:4], str(label_run["run"] / "labels"), "--overwrite"]) == 2
+    assert list((label_run["run"] / "labels").glob("*.parquet"))
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "keep.txt").write_text("x")
+    assert export_job.main([*args[:4], str(tmp_path / "precious"), "--overwrite"]) == 2
+    assert (tmp_path / "precious" / "keep.txt").exists()
+
+
+def test_ray_tasks_write_to_s3(label_run: dict, s3_bucket: str) -> None:
+    out = f"{s3_bucket}/exports/hf"
+    args = [str(label_run["run"]), "--format", "coco", "--out", out, "--ray"]
+    assert export_job.main(args) == 0
+    files = storage.list_files(out)
+    doc = json.loads(storage.read_bytes(storage.join(out, "annotations", "train.json")))
+    assert len(doc["images"]) == len(_run_masks(label_run["run"]))
+    assert all(storage.is_within(f, out) for f in files)
+    run_shards = write.finished_parts(str(label_run["run"]))
+    assert len(storage.list_files(storage.join(out, "_markers"))) == len(run_shards)
+
+
+def test_names_in_output_are_safe(label_run: dict, tmp_path: Path) -> None:
+    mapping = _export(label_run, "coco", tmp_path / "names")
+    names = [m["name"] for m in mapping.values()]
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert name == os.path.basename(name) and not name.startswith(".")
+        assert all(c.isalnum() and c.isascii() or c in "._-" for c in name)
+    assert "/abs/evil.png" not in {m["name"] for m in mapping.values()}
+
+
+def _read_labelmap(path: Path) -> dict[tuple[int, int, int], str]:
+    """CVAT/Datumaro labelmap.txt: ``label:r,g,b:parts:actions`` lines, ``#`` comments."""
+    colours = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        label, rgb, _parts, _actions = line.split(":")
+        colours[tuple(int(v) for v in rgb.split(","))] = label
+    return colours
+
+
+def test_cvat_segmentation_mask_layout(label_run: dict, tmp_path: Path) -> None:
+    # Layout and labelmap rules from https://docs.cvat.ai/docs/manual/advanced/formats/format-smask/
+    # (Datumaro, CVAT's importer, cannot be installed next to our pinned opencv 5.)
+    out = tmp_path / "cvat"
+    mapping = _export(label_run, "cvat", out, "--split", "0.5")
+    masks = _run_masks(label_run["run"])
+    ann = out / "annotations"
+    colours = _read_labelmap(ann / "labelmap.txt")
+    assert colours[(0, 0, 0)] == "background" and sorted(colours.values())[1:] == sorted(CLASSES)
+    listed = {}
+    for split in ("train", "val"):
+        for stem in (ann / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split():
+            listed[stem] = split
+    by_name = {m["name"]: image_id for image_id, m in mapping.items()}
+    assert set(listed) == set(by_name)
+    for stem, split in listed.items():
+        image_id = by_name[stem]
+        assert mapping[image_id]["split"] == split
+        rgb = np.asarray(Image.open(ann / "SegmentationClass" / f"{stem}.png").convert("RGB"))
+        decoded = np.full(rgb.shape[:2], 255, dtype=np.uint8)
+        for colour, label in colours.items():
+            if label != "background":
+                decoded[(rgb == colour).all(axis=2)] = CLASSES.index(label)
+        np.testing.assert_array_equal(decoded, masks[image_id][0])
+        (image,) = (out / "images").glob(f"{stem}.*")
+        assert Image.open(image).size == rgb.shape[1::-1]
+    bad = [str(label_run["run"]), "--format", "cvat", "--out", str(tmp_path / "bad")]
+    assert export_job.main([*bad, "--classes", "red=a:b"]) == export_job.EXIT_CONFIG
+    assert not (tmp_path / "bad").exists()
+
+
+def test_labelstudio_tasks_decode_with_its_converter(label_run: dict, tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from label_studio_converter.brush import decode_from_annotation
+
+    out = tmp_path / "ls"
+    hostile = '<b>&"x"'
+    flags = ["--classes", f"red={hostile},green,blue"]
+    mapping = _export(label_run, "labelstudio", out, *flags)
+    masks = _run_masks(label_run["run"])
+    config = ET.fromstring((out / "label_config.xml").read_text())  # escaped: still valid XML
+    assert [e.get("value") for e in config.iter("Label")] == [hostile, "green", "blue"]
+    names = [hostile, "green", "blue"]
+    tasks = json.loads((out / "tasks.json").read_text())
+    assert {t["data"]["image_id"] for t in tasks} == set(masks)
+    for task in tasks:
+        image_id = task["data"]["image_id"]
+        rel = task["data"]["image"].removeprefix("/data/local-files/?d=")
+        assert rel == mapping[image_id]["image"] and (out / rel).is_file()
+        results = task["predictions"][0]["result"]
+        # the converter reads the flattened export form: value fields next to type and size
+        flat = [{**r["value"], **{k: v for k, v in r.items() if k != "value"}} for r in results]
+        layers = decode_from_annotation("tag", flat)
+        mask = masks[image_id][0]
+        rebuilt = np.full(mask.shape, 255, dtype=np.uint8)
+        for key, layer in layers.items():
+            rebuilt[layer > 0] = names.index(key.removeprefix("tag-").rsplit("-", 1)[0])
+        np.testing.assert_array_equal(rebuilt, mask)
+
+
+def test_fiftyone_image_segmentation_directory(label_run: dict, tmp_path: Path) -> None:
+    # Layout from https://docs.voxel51.com/user_guide/dataset_creation/datasets.html
+    # (ImageSegmentationDirectory: data/ and labels/ matched by file stem); fiftyone itself
+    # (MongoDB, hundreds of MB) is not installed.
+    out = tmp_path / "fo"
+    mapping = _export(label_run, "fiftyone", out)
+    masks = _run_masks(label_run["run"])
+    targets = json.loads((out / "mask_targets.json").read_text())
+    assert {int(k): v for k, v in targets.items()} == dict(enumerate(CLASSES))
+    data = {p.stem: p for p in (out / "data").iterdir()}
+    labels = {p.stem: p for p in (out / "labels").iterdir()}
+    assert set(data) == set(labels) == {m["name"] for m in mapping.values()}
+    for image_id, record in mapping.items():
+        label = np.asarray(Image.open(labels[record["name"]]))
+        np.testing.assert_array_equal(label, masks[image_id][0])
+        assert Image.open(data[record["name"]]).size == label.shape[::-1]
+
+
+def test_run_pairs_feed_training_with_min_confidence(label_run: dict, tmp_path: Path) -> None:
+    from jobs import train
+    from zegclip.train.data import load_pair
+    from zegclip.train.run_pairs import is_run, run_pairs
+    from zegclip.train.sources import load_pairs
+
+    masks = _run_masks(label_run["run"])
+    names = ["blue", "red"]  # a subset in another order: mapped by name
+    assert is_run(str(label_run["run"])) and not is_run(str(tmp_path))
+    pairs = run_pairs(str(label_run["run"]), names, min_confidence=0.6)
+    assert [p.name for p in pairs] == sorted(masks)
+    for pair in pairs:
+        image, labels = load_pair(pair, len(names))
+        mask, conf = masks[pair.name]
+        expected = np.select([mask == 2, mask == 0], [0, 1], 255)
+        expected[conf / 255.0 < 0.6] = 255
+        np.testing.assert_array_equal(labels, expected)
+        np.testing.assert_array_equal(image, _image_array(label_run["originals"][pair.name]))
+    classes = tmp_path / "classes.txt"
+    classes.write_text("blue\nred\n")
+    from_flags = load_pairs(data=str(label_run["run"]), classes=str(classes), min_confidence=0.6)
+    assert [p.name for p in from_flags] == [p.name for p in pairs]
+    assert (
+        train.parse_args(
+            ["--classes", "c", "--output", "o", "--min-confidence", "0.3"]
+        ).min_confidence
+        == 0.3
+    )
+
+
+def test_evaluate_predictions_min_confidence_counts_misses(label_run: dict) -> None:
+    from jobs.evaluate import evaluate_predictions
+    from zegclip.train.data import SegPair, encode_png
+
+    masks = _run_masks(label_run["run"])
+    loose = {k: v for k, v in masks.items() if k.rsplit("/", 1)[-1] in ODD_LOOSE}
+    pairs = [
+        SegPair(Path(k).stem, label_run["originals"][k], encode_png(m))
+        for k, (m, _) in loose.items()
+    ]
+    run = str(label_run["run"])
+    full, counts = evaluate_predictions(run, pairs, list(CLASSES))
+    cut, _ = evaluate_predictions(run, pairs, list(CLASSES), min_confidence=0.6)
+    assert counts["matched"] == len(loose) == 3
+    labelled = sum(int((m != 255).sum()) for m, _ in loose.values())
+    low = sum(int(((m != 255) & (c / 255.0 < 0.6)).sum()) for m, c in loose.values())
+    assert np.trace(full) == full.sum() == labelled and 0 < low < labelled
+    assert cut[:, len(CLASSES)].sum() == low and np.trace(cut) == labelled - low
