@@ -99,9 +99,9 @@ def make_run(root: Path, n: int) -> str:
         for r in rows:
             r[schema.SHARD_ID] = f"shard-{s:04d}"
         table = pa.Table.from_pylist(rows, schema=out_schema)
-        marker = {"rows": table.num_rows, "class_stats": write.shard_class_stats(table, 3)}
+        marker = {"rows": table.num_rows, "class_stats": write.part_class_stats(table, 3)}
         marker["errors"] = sum(r[schema.STATUS] == "error" for r in rows)
-        write.write_shard(out, f"shard-{s:04d}", table, marker)
+        write.write_part_files(out, f"shard-{s:04d}", table, marker)
         markers.append(marker)
     write.write_class_stats(out, write.class_stats_table(CLASSES, markers))
     write.write_run_file(

@@ -118,8 +118,8 @@ def clear_outputs(output: str) -> None:
         storage.delete_file(storage.join(output, name))
 
 
-def assemble_shard(parts: Sequence[pa.Table], out_schema: pa.Schema) -> pa.Table:
-    """Concatenate a shard's row batches, drop duplicate image ids, sort by image id.
+def assemble_part(parts: Sequence[pa.Table], out_schema: pa.Schema) -> pa.Table:
+    """Concatenate a part's row batches, drop duplicate image ids, sort by image id.
 
     Args:
         parts: tables with (at least) the output columns.
@@ -134,8 +134,8 @@ def assemble_shard(parts: Sequence[pa.Table], out_schema: pa.Schema) -> pa.Table
     return table.cast(out_schema)
 
 
-def shard_class_stats(table: pa.Table, num_classes: int) -> dict[str, list[float]]:
-    """Sparse class statistics of one shard: ``{class_id: [pixels, images, confidence_sum]}``."""
+def part_class_stats(table: pa.Table, num_classes: int) -> dict[str, list[float]]:
+    """Sparse class statistics of one part: ``{class_id: [pixels, images, confidence_sum]}``."""
     pixels = np.zeros(num_classes, dtype=np.int64)
     images = np.zeros(num_classes, dtype=np.int64)
     conf_sum = np.zeros(num_classes, dtype=np.float64)
@@ -155,7 +155,7 @@ def shard_class_stats(table: pa.Table, num_classes: int) -> dict[str, list[float
     }
 
 
-def write_shard(output: str, part: str, table: pa.Table, marker: dict[str, Any]) -> None:
+def write_part_files(output: str, part: str, table: pa.Table, marker: dict[str, Any]) -> None:
     """Write ``labels/<part>.parquet`` and then its marker.
 
     Args:
@@ -194,7 +194,7 @@ def part_marker(table: pa.Table, sources: dict[str, int], num_classes: int) -> d
         "ids": _ids_by_source(table),
         "error_ids": errors[schema.IMAGE_ID].to_pylist(),
         "sources": sources,
-        "class_stats": shard_class_stats(table, num_classes),
+        "class_stats": part_class_stats(table, num_classes),
     }
 
 
@@ -219,7 +219,7 @@ def write_part(
         One small row for the driver: ``part``, ``rows``, ``errors`` and ``first_errors``
         (JSON list of ``{image_id, source_uri, error}``).
     """
-    table = assemble_shard([batch], out_schema)
+    table = assemble_part([batch], out_schema)
     sources = dict(
         zip(batch[schema.SHARD_ID].to_pylist(), batch[schema.SHARD_SIZE].to_pylist(), strict=True)
     )
@@ -230,7 +230,7 @@ def write_part(
         "written_at": datetime.now(UTC).isoformat(),
         **part_marker(table, sources, num_classes),
     }
-    write_shard(output, part, table, marker)
+    write_part_files(output, part, table, marker)
     errors = table.filter(pc.equal(table[schema.STATUS], schema.STATUS_ERROR))
     first = errors.select([schema.IMAGE_ID, schema.SOURCE_URI, schema.ERROR]).slice(
         0, MAX_ERRORS_PER_PART
@@ -266,7 +266,7 @@ def drop_rows(output: str, part: str, image_ids: Sequence[str], num_classes: int
     kept = set(table[schema.SHARD_ID].to_pylist())
     sources = {s: n for s, n in marker["sources"].items() if s in kept}
     marker.update(part_marker(table, sources, num_classes))
-    write_shard(output, part, table, marker)
+    write_part_files(output, part, table, marker)
 
 
 def class_stats_table(class_names: Sequence[str], markers: Sequence[dict[str, Any]]) -> pa.Table:

@@ -102,7 +102,7 @@ def _class_stats(uri: str, rows: pa.Table, class_names: Sequence[str]) -> list[d
     if storage.exists(stats_uri):
         return _read_parquet(stats_uri).to_pylist()
     logger.warning("%s missing; computing class statistics from the rows", stats_uri)
-    marker = {"class_stats": write.shard_class_stats(rows, len(class_names))}
+    marker = {"class_stats": write.part_class_stats(rows, len(class_names))}
     return write.class_stats_table(class_names, [marker]).to_pylist()
 
 

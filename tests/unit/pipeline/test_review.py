@@ -153,9 +153,9 @@ def _local_run(root: Path, names: list[str]) -> None:
     )
     out_schema = schema.output_schema(class_names, {"name": "t"}, "r1")
     table = pa.Table.from_pylist(rows, schema=out_schema)
-    write.write_shard(str(root / "run"), "s0", table, {})
+    write.write_part_files(str(root / "run"), "s0", table, {})
     stats = write.class_stats_table(
-        class_names, [{"class_stats": write.shard_class_stats(table, 2)}]
+        class_names, [{"class_stats": write.part_class_stats(table, 2)}]
     )
     write.write_class_stats(str(root / "run"), stats)
 

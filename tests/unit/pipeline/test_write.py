@@ -43,7 +43,7 @@ def _stream_rows(ids: list[str], shard: str = "s0") -> pa.Table:
 def test_assemble_dedupes_and_sorts() -> None:
     out_schema = schema.output_schema(["a", "b", "c"], {"name": "fake"}, "run-1")
     parts = [_stream_rows(["z", "a"]), _stream_rows(["a", "bad"])]
-    table = write.assemble_shard(parts, out_schema)
+    table = write.assemble_part(parts, out_schema)
     assert table[schema.IMAGE_ID].to_pylist() == ["a", "bad", "z"]
     assert table.schema.names == list(schema.OUTPUT_COLUMNS)
     assert schema.SHARD_SIZE not in table.schema.names
@@ -66,10 +66,10 @@ def test_schema_metadata_carries_vocabulary_model_and_hf_features() -> None:
 
 
 def test_class_stats_from_markers() -> None:
-    table = write.assemble_shard(
+    table = write.assemble_part(
         [_stream_rows(["a", "b", "bad"])], schema.output_schema("abc", {}, "r")
     )
-    stats = write.shard_class_stats(table, 3)
+    stats = write.part_class_stats(table, 3)
     # a: [2,0,0] conf .5 ; b: [1,0,1] conf 1.0/.25
     assert stats == {"0": [3, 2, 2 * 0.5 + 1 * 1.0], "2": [1, 1, 0.25]}
     agg = write.class_stats_table(["x", "y", "z"], [{"class_stats": stats}] * 2).to_pylist()
@@ -85,8 +85,8 @@ def test_class_stats_from_markers() -> None:
 
 def test_write_shard_then_marker_and_clear(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
-    table = write.assemble_shard([_stream_rows(["a"])], schema.output_schema("abc", {}, "r"))
-    write.write_shard(out, "s0", table, {"rows": 1, "errors": 0})
+    table = write.assemble_part([_stream_rows(["a"])], schema.output_schema("abc", {}, "r"))
+    write.write_part_files(out, "s0", table, {"rows": 1, "errors": 0})
     assert write.finished_parts(out) == ["s0"]
     assert write.read_marker(out, "s0")["rows"] == 1
     back = pq.read_table(write.label_uri(out, "s0"))
