@@ -21,7 +21,9 @@ class PredictionLike(Protocol):
 
     Attributes:
         label_map: (H, W) uint8 (<= 255 classes) or uint16; 255 / 65535 = unlabelled.
-        confidence: (H, W) float32 in [0, 1], score of the chosen class.
+        confidence: (H, W) score of the chosen class: float32 in [0, 1], or uint8
+            ``round(conf * 255)`` (then the prediction also has ``confidence_sums`` (C,) float64,
+            the per-class sums of the unquantised confidence).
         class_counts: (C,) int64 pixels per class; sums to H*W minus unlabelled pixels.
     """
 

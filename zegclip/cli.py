@@ -188,7 +188,7 @@ def class_statistics(pred: Prediction, vocab: Vocabulary) -> dict:
     for idx, name in enumerate(vocab.names):
         pixels = int(pred.class_counts[idx])
         if pixels:
-            conf = float(pred.confidence[pred.label_map == idx].mean())
+            conf = float(pred.confidence_sums[idx] / pixels)
             classes.append(
                 {
                     "id": idx,

@@ -2,8 +2,10 @@
 
 ``SegPredictor`` works with any :class:`~zegclip.models.scorer.DenseScorer` (ZegCLIP, ZegOT,
 training-free CLIP): it preprocesses each image, batches sliding-window crops across images,
-stitches per-class scores, reduces synonyms (max), resizes to the original size (bilinear), and
-takes the argmax.
+stitches per-class scores, refines them, resizes to the original size (bilinear), activates,
+reduces synonyms (max) and takes the argmax. Everything after preprocessing runs on the
+predictor's device (see :mod:`zegclip.reduce` for the chunked class reduction); only the label
+map, the uint8 confidence and per-class counts and confidence sums are copied to the host.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from zegclip.models.scorer import DenseScorer
+from zegclip.reduce import DEFAULT_MAX_ELEMENTS, best_rows
 
 BACKGROUND = -1  # synonym_index value of rows that mean "no class" (background words)
 
@@ -27,13 +29,17 @@ class Prediction:
 
     Attributes:
         label_map: (H, W) uint8 when C <= 255 classes else uint16; ``ignore_index`` = unlabelled.
-        confidence: (H, W) float32, score of the chosen class (its synonym max).
+        confidence: (H, W) uint8 ``round(255 * clip(score, 0, 1))`` of the chosen class's score
+            (its synonym max), rounding half to even (``torch.round``, like ``numpy.rint``).
         class_counts: (C,) int64 labelled pixels per class.
+        confidence_sums: (C,) float64 sum of the unquantised scores over each class's pixels
+            (``confidence_sums / class_counts`` is the exact mean confidence).
     """
 
     label_map: np.ndarray
     confidence: np.ndarray
     class_counts: np.ndarray
+    confidence_sums: np.ndarray
 
 
 def ignore_index_for(num_classes: int) -> int:
@@ -54,6 +60,8 @@ class SegPredictor:
         device: torch device.
         precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; CUDA only).
         max_crops: crops per forward pass (bounds activation memory).
+        max_elements: full-resolution values per class chunk (bounds memory for large
+            vocabularies and photos; see :mod:`zegclip.reduce`).
     """
 
     def __init__(
@@ -68,23 +76,30 @@ class SegPredictor:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         max_crops: int = 8,
+        max_elements: int = DEFAULT_MAX_ELEMENTS,
     ):
         self.scorer = scorer
         self.device = torch.device(device)
         self.text_emb = torch.as_tensor(np.asarray(text_emb), dtype=torch.float32).to(self.device)
         index = np.asarray(synonym_index, dtype=np.int64)
-        self.index = torch.from_numpy(np.where(index == BACKGROUND, num_classes, index))
+        index = np.where(index == BACKGROUND, num_classes, index)
+        order = np.argsort(index, kind="stable")  # rows by class, background (C) last
+        self.row_order = None if (order == np.arange(len(order))).all() else order
+        self.index = torch.from_numpy(index[order]).to(self.device)
         self.num_classes = num_classes
-        self.seen = None if seen is None else torch.as_tensor(np.asarray(seen), dtype=torch.bool)
+        self.seen = None
+        if seen is not None:
+            self.seen = torch.as_tensor(np.asarray(seen), dtype=torch.bool).to(self.device)
         self.min_score = min_score
         self.ignore_index = ignore_index_for(num_classes)
         self.precision = precision
         self.max_crops = max_crops
+        self.max_elements = max_elements
 
     @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """Args: images: HWC uint8 RGB of any sizes. Returns one :class:`Prediction` each."""
-        inputs = [self.scorer.preprocess(img) for img in images]
+        inputs = [self.scorer.preprocess(img).to(self.device) for img in images]
         with _mha_fastpath(self.device.type == "cuda"):
             scores = self._stitched_scores(inputs)
         return [self._finish(s, x, img.shape[:2]) for s, x, img in zip(scores, inputs, images)]
@@ -92,12 +107,12 @@ class SegPredictor:
     def _stitched_scores(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         jobs = [(i, w) for i, x in enumerate(inputs) for w in self.scorer.windows(*x.shape[-2:])]
         totals = [None] * len(inputs)
-        counts = [torch.zeros(x.shape[-2:]) for x in inputs]
+        counts = [torch.zeros(x.shape[-2:], device=self.device) for x in inputs]
         for start in range(0, len(jobs), self.max_crops):
             chunk = jobs[start : start + self.max_crops]
             for (i, (y1, y2, x1, x2)), s in zip(chunk, self._score_crops(inputs, chunk)):
                 if totals[i] is None:
-                    totals[i] = torch.zeros((s.shape[0], *inputs[i].shape[-2:]))
+                    totals[i] = s.new_zeros((s.shape[0], *inputs[i].shape[-2:]))
                 totals[i][:, y1:y2, x1:x2] += s
                 counts[i][y1:y2, x1:x2] += 1
         return [t / c for t, c in zip(totals, counts)]
@@ -107,9 +122,9 @@ class SegPredictor:
         out: list[torch.Tensor] = []
         for shape in dict.fromkeys(c.shape for c in crops):  # same-size crops share a forward
             group = [k for k, c in enumerate(crops) if c.shape == shape]
-            batch = torch.stack([crops[k] for k in group]).to(self.device)
+            batch = torch.stack([crops[k] for k in group])
             with self._autocast():
-                scores = self.scorer.crop_scores(batch, self.text_emb, self.seen).float().cpu()
+                scores = self.scorer.crop_scores(batch, self.text_emb, self.seen).float()
             out.extend(zip(group, scores))
         return [s for _, s in sorted(out, key=lambda kv: kv[0])]
 
@@ -124,22 +139,40 @@ class SegPredictor:
     ) -> Prediction:
         """(S, h, w) stitched scores of the preprocessed ``image`` -> Prediction at ``size``."""
         scores = self.scorer.refine(scores, image)
-        scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
-        scores = self.scorer.activate(scores)
-        per_class = _reduce_rows(scores, self.index, self.num_classes + 1)  # (C+1, H, W)
-        confidence, labels = per_class.max(dim=0)
-        unlabelled = labels == self.num_classes
-        if self.min_score is not None:
-            unlabelled |= confidence < self.min_score
-        labels[unlabelled] = self.ignore_index
-        dtype = np.uint8 if self.ignore_index == 255 else np.uint16
-        label_map = labels.numpy().astype(dtype)
-        counts = np.bincount(label_map[~unlabelled.numpy()].ravel(), minlength=self.num_classes)
-        return Prediction(
-            label_map,
-            confidence.numpy().astype(np.float32),
-            counts[: self.num_classes].astype(np.int64),
+        if self.row_order is not None:
+            scores = scores[torch.from_numpy(self.row_order).to(scores.device)]
+        best, label = best_rows(
+            scores,
+            self.index,
+            size,
+            activate=self.scorer.activate,
+            softmax_scale=self.scorer.row_softmax_scale,
+            max_elements=self.max_elements,
         )
+        unlabelled = label == self.num_classes
+        if self.min_score is not None:
+            unlabelled |= best < self.min_score
+        bucket = label.masked_fill(unlabelled, self.num_classes).flatten()  # C = unlabelled
+        counts = torch.bincount(bucket, minlength=self.num_classes + 1)[: self.num_classes]
+        sums = torch.zeros(self.num_classes + 1, dtype=torch.float64, device=best.device)
+        sums = sums.index_add_(0, bucket, best.flatten().double())[: self.num_classes]
+        labels = label.masked_fill(unlabelled, self.ignore_index)
+        labels = labels.to(torch.uint8 if self.ignore_index == 255 else torch.int32)
+        label_map = labels.cpu().numpy()
+        return Prediction(
+            label_map if label_map.dtype == np.uint8 else label_map.astype(np.uint16),
+            quantise_confidence(best).cpu().numpy(),
+            counts.cpu().numpy().astype(np.int64),
+            sums.cpu().numpy(),
+        )
+
+
+def quantise_confidence(score: torch.Tensor) -> torch.Tensor:
+    """(H, W) float scores -> uint8 ``round(255 * clip(score, 0, 1))``, ties to even.
+
+    Same values as ``pipeline.encode.quantise_confidence`` (``numpy.rint``) on the same floats.
+    """
+    return torch.round(score.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
 
 @contextlib.contextmanager
@@ -152,15 +185,3 @@ def _mha_fastpath(enabled: bool):
         yield
     finally:
         torch.backends.mha.set_fastpath_enabled(previous)
-
-
-def _reduce_rows(scores: torch.Tensor, index: torch.Tensor, num_out: int) -> torch.Tensor:
-    """(S, H, W) -> (num_out, H, W), max over rows sharing an index; absent outputs -inf.
-
-    With exactly one row per class and no background rows, the scores are returned as they are
-    (num_out - 1 rows: the background bucket could never win).
-    """
-    if len(index) == num_out - 1 and bool((index == torch.arange(len(index))).all()):
-        return scores
-    out = scores.new_full((num_out, *scores.shape[1:]), float("-inf"))
-    return out.scatter_reduce(0, index.view(-1, 1, 1).expand_as(scores), scores, reduce="amax")

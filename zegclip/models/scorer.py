@@ -27,6 +27,10 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
 
     default_templates: tuple[str, ...] = ("{}",)
     default_min_score: float | None = None
+    # Set when :meth:`activate` is a softmax over all rows of ``scale * scores``: the predictor
+    # then computes that softmax itself, chunk by chunk over rows (bounded memory); None means
+    # :meth:`activate` acts on each row independently and may be called on any subset of rows.
+    row_softmax_scale: float | None = None
     text: nn.Module | None  # set by each family's constructor
 
     @abstractmethod
@@ -64,7 +68,10 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
         return scores
 
     def activate(self, scores: torch.Tensor) -> torch.Tensor:
-        """Hook on (S, H, W) scores at the original size, e.g. logits -> probabilities; no-op."""
+        """Hook on (S, H, W) scores at the original size, e.g. logits -> probabilities; no-op.
+
+        Row-wise unless :attr:`row_softmax_scale` is set (then it must equal that softmax).
+        """
         return scores
 
     def drop_text_tower(self) -> None:

@@ -116,6 +116,7 @@ class FrozenClipSegmenter(DenseScorer):
         self.text = text
         self.tokenizer = tokenizer
         self.default_min_score = recipe.min_score
+        self.row_softmax_scale = recipe.logit_scale
         self.patch_size = visual.conv1.kernel_size[0]
         self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
 
