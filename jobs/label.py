@@ -44,6 +44,8 @@ logger = logging.getLogger("jobs.label")
 
 EXIT_CONFIG = 2
 EXIT_ERROR_RATE = 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One ``--kebab-case`` flag per ``LabelJobConfig`` field; defaults shown in ``--help``."""
     parser = argparse.ArgumentParser(
@@ -117,6 +119,7 @@ def make_spec(cfg: LabelJobConfig) -> Any:
         min_score=cfg.min_score,
         device=cfg.device,
         precision=cfg.precision,
+        compile=cfg.compile,
     )
 
 

@@ -42,7 +42,10 @@ class LabelerSpec:
         background: extra words whose pixels become unlabelled (training-free mode).
         min_score: best-class score under which a pixel is unlabelled; None = model default.
         device: ``auto``, ``cpu``, ``cuda``.
-        precision: ``fp32``, ``bf16``, ``fp16`` (GPU autocast).
+        precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16``, ``fp16`` (GPU
+            autocast; ignored on CPU).
+        compile: ``torch.compile`` the model's crop forward, warmed up when the predictor is
+            built (once per actor).
     """
 
     checkpoint: str | None = None
@@ -54,7 +57,8 @@ class LabelerSpec:
     background: tuple[str, ...] = ()
     min_score: float | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
+    compile: bool = False
 
     @property
     def clip_spec(self) -> ClipSpec:
@@ -80,6 +84,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA (measured 5.8x fp32 on an H200), ``fp32`` elsewhere."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 def build_model(spec: LabelerSpec, *, with_text: bool = True) -> torch.nn.Module:
     """The scorer module (ZegCLIP, ZegOT or frozen CLIP) on CPU, eval mode."""
     if spec.checkpoint:
@@ -96,8 +107,8 @@ def check_spec(spec: LabelerSpec) -> None:
         FileNotFoundError: checkpoint or CLIP weights missing (message names the flag).
         ValueError: invalid option values.
     """
-    if spec.precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"--precision must be fp32, bf16 or fp16, not {spec.precision}")
+    if spec.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, not {spec.precision}")
     if spec.min_score is not None and not 0.0 <= spec.min_score <= 1.0:
         raise ValueError(f"--min-score must be within [0, 1], got {spec.min_score}")
     if spec.templates is not None:
@@ -163,7 +174,7 @@ def build_predictor(spec: LabelerSpec, vocab: Vocabulary, text_emb: np.ndarray) 
         raise ValueError(f"{text_emb.shape[0]} embeddings for {len(names)} vocabulary rows")
     seen = model.seen_mask(names)
     min_score = spec.min_score if spec.min_score is not None else model.default_min_score
-    return SegPredictor(
+    predictor = SegPredictor(
         model,
         text_emb,
         index,
@@ -171,8 +182,12 @@ def build_predictor(spec: LabelerSpec, vocab: Vocabulary, text_emb: np.ndarray) 
         seen=seen,
         min_score=min_score,
         device=device,
-        precision=spec.precision,
+        precision=resolve_precision(spec.precision, device),
+        compile=spec.compile,
     )
+    if spec.compile:
+        predictor.warm_up()
+    return predictor
 
 
 def describe(spec: LabelerSpec) -> dict[str, Any]:

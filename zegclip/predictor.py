@@ -62,6 +62,9 @@ class SegPredictor:
         max_crops: crops per forward pass (bounds activation memory).
         max_elements: full-resolution values per class chunk (bounds memory for large
             vocabularies and photos; see :mod:`zegclip.reduce`).
+        compile: run ``scorer.crop_scores`` through ``torch.compile`` (static shapes: crop
+            batches are padded to ``max_crops``, so each crop size compiles once; see
+            :meth:`warm_up`).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class SegPredictor:
         precision: str = "fp32",
         max_crops: int = 8,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
+        compile: bool = False,
     ):
         self.scorer = scorer
         self.device = torch.device(device)
@@ -95,6 +99,13 @@ class SegPredictor:
         self.precision = precision
         self.max_crops = max_crops
         self.max_elements = max_elements
+        self.compiled = compile
+        self._forward = torch.compile(scorer.crop_scores, dynamic=False) if compile else None
+
+    def warm_up(self) -> None:
+        """One prediction on a blank 512x512 image: compiles the full-crop forward (every
+        recipe's short side is at least its crop, so real photos only use full crops)."""
+        self.predict([np.zeros((512, 512, 3), dtype=np.uint8)])
 
     @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
@@ -122,11 +133,19 @@ class SegPredictor:
         out: list[torch.Tensor] = []
         for shape in dict.fromkeys(c.shape for c in crops):  # same-size crops share a forward
             group = [k for k, c in enumerate(crops) if c.shape == shape]
-            batch = torch.stack([crops[k] for k in group])
             with self._autocast():
-                scores = self.scorer.crop_scores(batch, self.text_emb, self.seen).float()
+                scores = self._crop_scores(torch.stack([crops[k] for k in group]))
             out.extend(zip(group, scores))
         return [s for _, s in sorted(out, key=lambda kv: kv[0])]
+
+    def _crop_scores(self, batch: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) crops -> (B, S, h, w) float32; compiled batches padded to ``max_crops``."""
+        if self._forward is None:
+            return self.scorer.crop_scores(batch, self.text_emb, self.seen).float()
+        n = batch.shape[0]
+        if n < self.max_crops:
+            batch = torch.cat([batch, batch.new_zeros((self.max_crops - n, *batch.shape[1:]))])
+        return self._forward(batch, self.text_emb, self.seen)[:n].float()
 
     def _autocast(self):
         if self.device.type != "cuda" or self.precision == "fp32":

@@ -162,3 +162,17 @@ def test_pipeline_rows_from_the_device_path_match_the_host_path(families, shared
     np.testing.assert_allclose(
         new_row[schema.PRESENT_MEAN_CONFIDENCE], old_row[schema.PRESENT_MEAN_CONFIDENCE], rtol=1e-5
     )
+
+
+@pytest.mark.slow
+def test_compiled_forward_gives_the_same_labels(families, shared_data):
+    """``compile=True``: torch.compile of the crop forward (inductor on CPU), padded batches."""
+    scorer, emb = families["zegclip"]
+    photos = _photos(shared_data)
+    index = np.arange(5)
+    eager = SegPredictor(scorer, emb, index, 5, max_crops=4).predict(photos)
+    compiled = SegPredictor(scorer, emb, index, 5, max_crops=4, compile=True)
+    compiled.warm_up()
+    for c, e in zip(compiled.predict(photos), eager, strict=True):
+        assert (c.label_map == e.label_map).mean() > 0.999
+        assert np.abs(c.confidence.astype(int) - e.confidence.astype(int)).max() <= 1

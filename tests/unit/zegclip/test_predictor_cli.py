@@ -164,3 +164,13 @@ def test_missing_weights_fail_before_work_naming_the_flag(tmp_path, flag):
     kwargs[flag.lstrip("-").replace("-", "_")] = str(tmp_path / "nope.bin")
     with pytest.raises(FileNotFoundError, match=flag):
         zegclip.check_spec(zegclip.LabelerSpec(**kwargs))
+
+
+def test_precision_auto_is_bf16_on_cuda_and_fp32_on_cpu():
+    from zegclip.labeler import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp16", torch.device("cuda")) == "fp16"
+    with pytest.raises(ValueError, match="--precision"):
+        zegclip.check_spec(zegclip.LabelerSpec(precision="fp8"))

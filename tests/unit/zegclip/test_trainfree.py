@@ -361,3 +361,14 @@ def test_predictor_averages_logits_then_pamr_then_resizes_then_softmax(models):
 def _quantised(confidence: torch.Tensor) -> np.ndarray:
     """Float confidence -> the predictor's uint8 ``round(255 * clip(c, 0, 1))``, as int."""
     return np.rint(confidence.numpy().clip(0, 1) * 255).astype(int)
+
+
+@pytest.mark.parametrize("kind", ["csa", "qq", "kk_neighbour"])
+def test_fused_attention_equals_the_explicit_weights(kind):
+    from zegclip.models.trainfree.attention import attend, attention_weights
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 1 + 6 * 7, 32, generator=g) for _ in range(3))
+    bias = neighbourhood_bias((6, 7))
+    expected = attention_weights(kind, q, k, bias) @ v
+    torch.testing.assert_close(attend(kind, q, k, v, bias), expected, atol=1e-6, rtol=1e-5)
