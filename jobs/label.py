@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
             model,
             plan=plan,
+            prepare_image=zegclip.image_preparer(spec),
         )
     except (zegclip.WeightsError, zegclip.CheckpointError) as e:  # raised before any image
         logger.error("configuration error: %s", e)

@@ -11,7 +11,11 @@ from PIL import Image
 from pipeline import schema
 from pipeline.predictor import PredictionLike
 
-PNG_COMPRESS_LEVEL = 3  # masks compress well at low levels; keeps the actor's CPU time small
+# zlib levels chosen by measurement (bench/bench_png.py, 360x480, one core; docs/gpu.md): label
+# maps are blocky, level 3 is fastest and small (1.3 ms, 7.9 KiB); confidence maps are smooth
+# and dominate, level 3 costs 12.6 ms for 58 KiB, level 1 2.9 ms for 63 KiB (+9 %).
+PNG_COMPRESS_LEVEL = 3
+CONFIDENCE_PNG_LEVEL = 1
 
 
 def unlabelled_value(dtype: np.dtype | str) -> int:
@@ -19,14 +23,12 @@ def unlabelled_value(dtype: np.dtype | str) -> int:
     return int(np.iinfo(np.dtype(dtype)).max)
 
 
-def encode_png(array: np.ndarray) -> bytes:
-    """Single-channel (H, W) uint8 or uint16 array -> PNG bytes (lossless)."""
+def encode_png(array: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """Single-channel (H, W) uint8 or uint16 array -> PNG bytes (lossless; zlib ``level``)."""
     if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected (H, W) uint8/uint16, got {array.shape} {array.dtype}")
     buf = io.BytesIO()  # fromarray picks "L" for uint8 and "I;16" for uint16
-    Image.fromarray(np.ascontiguousarray(array)).save(
-        buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-    )
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=level)
     return buf.getvalue()
 
 
@@ -151,7 +153,7 @@ def encode_prediction(
     return {
         schema.MASK: {"bytes": encode_png(labels), "path": f"{stem}.png"},
         schema.CONFIDENCE: {
-            "bytes": encode_png(quantised),
+            "bytes": encode_png(quantised, CONFIDENCE_PNG_LEVEL),
             "path": f"{stem}.confidence.png",
         },
         schema.CLASS_PIXEL_COUNTS: counts.tolist(),

@@ -35,10 +35,20 @@ class PredictionLike(Protocol):
 class Predictor(Protocol):
     """Segments batches of images against a fixed vocabulary."""
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[PredictionLike]:
-        """Args: images: HWC uint8 RGB arrays of any sizes. Returns one prediction per image."""
+    def predict(
+        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[PredictionLike]:
+        """One prediction per image.
+
+        Args:
+            images: HWC uint8 RGB arrays of any sizes (prepared ones when ``sizes`` is given).
+            sizes: (H, W) of the original images, when an ``ImagePreparer`` resized them.
+        """
         ...
 
 
 PredictorFactory = Callable[[np.ndarray], Predictor]
+# Optional: the model's CPU preprocessing (HWC uint8 -> HWC uint8), run in the decode tasks;
+# the predictor is then called as ``predict(images, sizes)`` with the original (H, W) sizes.
+ImagePreparer = Callable[[np.ndarray], np.ndarray]
 VocabularyEncoder = Callable[[], np.ndarray]

@@ -3,9 +3,12 @@
 Stages (all ``map_batches`` calls of the project live here):
 
 1. ``read.read_shard_batch``: shard descriptor -> image bytes (CPU tasks);
-2. ``decode.decode_batch``: bytes -> RGB arrays + status (CPU tasks);
-3. ``infer.SegmentationActor``: actor pool, one predictor per actor (GPU);
-4. the driver consumes the stream, groups rows per shard and writes each finished shard's
+2. ``decode.decode_batch``: bytes -> RGB arrays + status (CPU tasks), then, when the model
+   hands one over, ``decode.prepare_batch``: its CPU preprocessing (the official resize), fused
+   into the same tasks;
+3. ``infer.SegmentationActor``: actor pool, one predictor per actor (GPU), raw predictions;
+4. ``encode_stage.encode_batch``: PNG encoding and per-class statistics (CPU tasks);
+5. the driver consumes the stream, groups rows per shard and writes each finished shard's
    Parquet file and marker (``pipeline.write``), logging progress as shards complete.
 """
 
@@ -24,10 +27,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from pipeline import decode, read, schema, storage, write
+from pipeline import decode, encode_stage, read, schema, storage, write
 from pipeline.config import ConfigError, LabelJobConfig, validate
 from pipeline.infer import SegmentationActor
-from pipeline.predictor import PredictorFactory, VocabularyEncoder
+from pipeline.predictor import ImagePreparer, PredictorFactory, VocabularyEncoder
 from pipeline.progress import ProgressLog, ShardCollector
 
 logger = logging.getLogger(__name__)
@@ -181,8 +184,9 @@ def build_dataset(
     shards: list[read.ShardSpec],
     predictor_factory: PredictorFactory,
     embeddings_ref: ray.ObjectRef,
+    prepare_image: ImagePreparer | None = None,
 ) -> ray.data.Dataset:
-    """The lazy read -> decode -> segment dataset; rows follow ``schema.STREAM_SCHEMA``."""
+    """The lazy read -> decode -> segment -> encode dataset; rows follow ``STREAM_SCHEMA``."""
     ds = ray.data.from_items([s.to_row() for s in shards], override_num_blocks=len(shards))
     ds = ds.map_batches(
         read.read_shard_batch,
@@ -196,19 +200,33 @@ def build_dataset(
         batch_size=cfg.batch_size,
         batch_format="numpy",
     )
+    if prepare_image is not None:
+        ds = ds.map_batches(
+            decode.prepare_batch,
+            fn_kwargs={"prepare_image": prepare_image},
+            batch_size=cfg.batch_size,
+            batch_format="numpy",
+        )
     min_size, max_size = cfg.actor_pool_size
-    return ds.map_batches(
+    ds = ds.map_batches(
         SegmentationActor,
         fn_constructor_kwargs={
             "predictor_factory": predictor_factory,
             "class_embeddings": [embeddings_ref],  # a bare ref would not be resolved
             "num_classes": len(cfg.class_names),
+            "prepared": prepare_image is not None,
         },
         batch_size=cfg.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=min_size, max_size=max_size),
         num_gpus=resolve_num_gpus(cfg),
         num_cpus=cfg.num_cpus_per_actor,
+    )
+    return ds.map_batches(
+        encode_stage.encode_batch,
+        fn_kwargs={"num_classes": len(cfg.class_names)},
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
     )
 
 
@@ -295,6 +313,7 @@ def run_label_job(
     model: dict[str, Any],
     *,
     plan: JobPlan | None = None,
+    prepare_image: ImagePreparer | None = None,
 ) -> JobSummary:
     """Run the job end to end and write ``run.json`` and ``class_stats.parquet``.
 
@@ -304,6 +323,8 @@ def run_label_job(
         encode_vocabulary: called once, on the driver.
         model: JSON-serialisable model description for metadata.
         plan: from :func:`plan_job`; planned here when omitted.
+        prepare_image: the model's picklable CPU preprocessing, run in the decode tasks; the
+            predictor then gets ``predict(images, sizes)`` (see ``pipeline.predictor``).
 
     Raises:
         ConfigError: see :func:`plan_job`.
@@ -329,7 +350,7 @@ def run_label_job(
     summary.vocabulary_s = time.monotonic() - t_vocab
     if plan.shards:
         ref = ray.put(embeddings)
-        ds = build_dataset(cfg, plan.shards, predictor_factory, ref)
+        ds = build_dataset(cfg, plan.shards, predictor_factory, ref, prepare_image)
         marker_base = {
             "run_id": run_id,
             "fingerprint": write.fingerprint(cfg.class_names, model),

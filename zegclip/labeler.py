@@ -7,7 +7,9 @@ Actors: ``build_predictor`` (once per replica, with the driver's embeddings).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ from zegclip.clip import ClipSpec
 from zegclip.io.embedding_cache import cached_embeddings, embedding_key, file_identity
 from zegclip.io.registry import load_model, local_path
 from zegclip.predictor import SegPredictor
+from zegclip.preprocess import prepare_image
 from zegclip.templates import resolve_templates
 from zegclip.text import flat_names, synonym_index
 from zegclip.vocab import Vocabulary
@@ -188,6 +191,22 @@ def build_predictor(spec: LabelerSpec, vocab: Vocabulary, text_emb: np.ndarray) 
     if spec.compile:
         predictor.warm_up()
     return predictor
+
+
+def image_preparer(spec: LabelerSpec) -> Callable[[np.ndarray], np.ndarray]:
+    """The picklable CPU half of preprocessing (:meth:`DenseScorer.prepare`) for ``spec``:
+    HWC uint8 RGB -> HWC uint8 with the official short side (cv2 bilinear, bit-identical).
+
+    Pipelines run it in their CPU decode tasks and call ``predict(images, sizes)``. Training-free
+    recipes know their short side; a checkpoint's is read from the model it builds (CPU, once).
+    """
+    if spec.checkpoint:
+        short_side = build_model(spec, with_text=False).short_side
+    else:
+        from zegclip.models.trainfree.model import RECIPES
+
+        short_side = RECIPES[spec.method].short_side
+    return functools.partial(prepare_image, short_side=short_side)
 
 
 def describe(spec: LabelerSpec) -> dict[str, Any]:

@@ -108,12 +108,32 @@ class SegPredictor:
         self.predict([np.zeros((512, 512, 3), dtype=np.uint8)])
 
     @torch.inference_mode()
-    def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """Args: images: HWC uint8 RGB of any sizes. Returns one :class:`Prediction` each."""
-        inputs = [self.scorer.preprocess(img).to(self.device) for img in images]
+    def predict(
+        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[Prediction]:
+        """One :class:`Prediction` per image.
+
+        Args:
+            images: HWC uint8 RGB of any sizes; with ``sizes``, already resized by
+                ``scorer.prepare`` (e.g. in a pipeline's CPU decode tasks) and normalised here,
+                on the device.
+            sizes: (H, W) of each original image (the label maps' size), or None when
+                ``images`` are the originals.
+        """
+        if sizes is None:
+            inputs = [self.scorer.preprocess(img).to(self.device) for img in images]
+            sizes = [img.shape[:2] for img in images]
+        else:
+            inputs = [self._normalise(img) for img in images]
         with _mha_fastpath(self.device.type == "cuda"):
             scores = self._stitched_scores(inputs)
-        return [self._finish(s, x, img.shape[:2]) for s, x, img in zip(scores, inputs, images)]
+        return [self._finish(s, x, tuple(size)) for s, x, size in zip(scores, inputs, sizes)]
+
+    def _normalise(self, prepared: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(prepared))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory()
+        return self.scorer.normalise(tensor.to(self.device, non_blocking=True))
 
     def _stitched_scores(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         jobs = [(i, w) for i, x in enumerate(inputs) for w in self.scorer.windows(*x.shape[-2:])]

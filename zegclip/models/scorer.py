@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from zegclip.preprocess import prepare_image
+
 
 class DenseScorer(nn.Module, metaclass=ABCMeta):
     """Base class of ZegCLIP, ZegOT and the training-free frozen CLIP.
@@ -42,6 +44,23 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (1, 3, H', W') float32 model input."""
+
+    short_side: int  # the official test resize: short side of the preprocessed image
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The CPU half of :meth:`preprocess`: HWC uint8 RGB -> HWC uint8, short side resized
+        (official cv2 bilinear, mmcv rounding). Picklable as ``resize_short_side`` with
+        ``short_side``, so pipelines run it in their decode tasks.
+
+        Raises:
+            ValueError: not an HWC uint8 RGB array.
+        """
+        return prepare_image(image, self.short_side)
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """The device half of :meth:`preprocess`: (H, W, 3) uint8 tensor from :meth:`prepare`,
+        on any device -> (1, 3, H, W) float32, equal to ``preprocess`` of the original image."""
+        raise NotImplementedError(f"{type(self).__name__} preprocesses whole images only")
 
     @abstractmethod
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:

@@ -176,3 +176,71 @@ def test_compiled_forward_gives_the_same_labels(families, shared_data):
     for c, e in zip(compiled.predict(photos), eager, strict=True):
         assert (c.label_map == e.label_map).mean() > 0.999
         assert np.abs(c.confidence.astype(int) - e.confidence.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("family", ["zegclip", "zegot", "clearclip"])
+def test_prepared_images_normalised_on_the_device_equal_preprocess(families, family, shared_data):
+    """The CPU ``prepare`` (cv2 resize) + device ``normalise`` split is bit-identical."""
+    scorer, emb = families[family]
+    photos = _photos(shared_data)
+    for photo in photos:
+        split = scorer.normalise(torch.from_numpy(scorer.prepare(photo)))
+        assert torch.equal(split, scorer.preprocess(photo))
+    predictor = SegPredictor(scorer, emb, np.arange(5), 5)
+    prepared = [scorer.prepare(p) for p in photos]
+    sizes = [p.shape[:2] for p in photos]
+    for a, b in zip(predictor.predict(prepared, sizes), predictor.predict(photos), strict=True):
+        np.testing.assert_array_equal(a.label_map, b.label_map)
+        np.testing.assert_array_equal(a.confidence, b.confidence)
+
+
+def test_prepare_actor_encode_stages_reproduce_the_old_actor_rows(families, shared_data):
+    """Decode-task resize -> actor (device predictor, raw output) -> CPU encode stage gives the
+    rows the old actor (host predictor + PNG encoding inside the actor) gave."""
+    import functools
+
+    from pipeline import decode, encode, encode_stage, schema
+    from pipeline.infer import SegmentationActor
+    from zegclip.preprocess import prepare_image
+
+    scorer, emb = families["zegot"]
+    photos = _photos(shared_data)
+    n = len(photos)
+    images = np.empty(n, dtype=object)
+    images[:] = photos
+    batch = {
+        schema.IMAGE_ID: np.array([f"p{i}.jpg" for i in range(n)], dtype=object),
+        schema.SOURCE_URI: np.array([f"file:///p{i}.jpg" for i in range(n)], dtype=object),
+        schema.SHARD_ID: np.array(["s"] * n, dtype=object),
+        schema.SHARD_SIZE: np.full(n, n, dtype=np.int64),
+        schema.IMAGE: images,
+        schema.WIDTH: np.array([p.shape[1] for p in photos], dtype=np.int32),
+        schema.HEIGHT: np.array([p.shape[0] for p in photos], dtype=np.int32),
+        schema.STATUS: np.array(["ok"] * n, dtype=object),
+        schema.ERROR: np.array([None] * n, dtype=object),
+    }
+    seen, index = scorer.seen_mask(NAMES), np.arange(5)
+    prepared = decode.prepare_batch(
+        batch, functools.partial(prepare_image, short_side=scorer.short_side)
+    )
+    actor = SegmentationActor(
+        lambda e: SegPredictor(scorer, e, index, 5, seen=seen, min_score=0.5),
+        emb.numpy(),
+        5,
+        prepared=True,
+    )
+    rows = encode_stage.encode_batch(actor(prepared).to_pydict(), 5).to_pylist()
+    old = LegacySegPredictor(scorer, emb, index, 5, seen=seen, min_score=0.5).predict(photos)
+    for row, pred, photo in zip(rows, old, photos, strict=True):
+        size = (photo.shape[1], photo.shape[0])
+        before = encode.encode_prediction(pred, num_classes=5, image_id="x.jpg", size=size)
+        assert row[schema.STATUS] == "ok"
+        for column in (schema.CLASS_PIXEL_COUNTS, schema.PRESENT_CLASSES):
+            assert row[column] == before[column]
+        np.testing.assert_allclose(
+            row[schema.PRESENT_MEAN_CONFIDENCE], before[schema.PRESENT_MEAN_CONFIDENCE], rtol=1e-5
+        )
+        mask, old_mask = (encode.decode_png(r[schema.MASK]["bytes"]) for r in (row, before))
+        np.testing.assert_array_equal(mask, old_mask)
+        conf, old_conf = (encode.decode_png(r[schema.CONFIDENCE]["bytes"]) for r in (row, before))
+        assert np.abs(conf.astype(int) - old_conf.astype(int)).max() <= 1

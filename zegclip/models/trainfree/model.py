@@ -42,7 +42,7 @@ from zegclip.models.trainfree.attention import (
     neighbourhood_bias,
 )
 from zegclip.models.trainfree.pamr import PAMR
-from zegclip.preprocess import resize_short_side, slide_windows
+from zegclip.preprocess import normalize_tensor, resize_short_side, slide_windows
 from zegclip.templates import IMAGENET80
 from zegclip.text import Tokenizer, encode_with_tower
 
@@ -117,6 +117,7 @@ class FrozenClipSegmenter(DenseScorer):
         self.tokenizer = tokenizer
         self.default_min_score = recipe.min_score
         self.row_softmax_scale = recipe.logit_scale
+        self.short_side = recipe.short_side
         self.patch_size = visual.conv1.kernel_size[0]
         self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -145,6 +146,10 @@ class FrozenClipSegmenter(DenseScorer):
         resized = resize_short_side(image, self.recipe.short_side).astype(np.float32) / 255.0
         chw = ((resized - np.float32(CLIP_MEAN)) / np.float32(CLIP_STD)).transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(chw))[None]
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 tensor from :meth:`prepare` -> (1, 3, H, W) CLIP-normalised."""
+        return normalize_tensor(image, CLIP_MEAN, CLIP_STD, scale=255.0)
 
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """mmseg-style sliding windows (y1, y2, x1, x2) of ``recipe.crop`` / ``recipe.stride``."""
