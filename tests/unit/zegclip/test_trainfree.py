@@ -365,10 +365,10 @@ def _quantised(confidence: torch.Tensor) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", ["csa", "qq", "kk_neighbour"])
 def test_fused_attention_equals_the_explicit_weights(kind):
-    from zegclip.models.trainfree.attention import attend, attention_weights
+    from zegclip.models.trainfree.attention import attention_weights, fused_attend
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 2, 1 + 6 * 7, 32, generator=g) for _ in range(3))
     bias = neighbourhood_bias((6, 7))
     expected = attention_weights(kind, q, k, bias) @ v
-    torch.testing.assert_close(attend(kind, q, k, v, bias), expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(fused_attend(kind, q, k, v, bias), expected, atol=1e-6, rtol=1e-5)
