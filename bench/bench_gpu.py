@@ -64,7 +64,8 @@ def build_setup(name: str, clip_model: str, workdir: Path) -> tuple[zegclip.Labe
         from zegclip.models.zegot.config import ZegOTConfig
         from zegclip.models.zegot.model import build_zegot
 
-        model = build_zegot(ZegOTConfig(clip=clip))
+        layers = (-2, -1) if clip_model == TINY_CLIP else (-3, -2, -1)  # tiny CLIP: 2 blocks
+        model = build_zegot(ZegOTConfig(clip=clip, layers=layers))
     else:
         tokens = 100 if name == "zegclip-cocostuff" else 10
         model = zegclip.build_zegclip(zegclip.ZegCLIPConfig(clip=clip, num_prompt_tokens=tokens))
@@ -97,10 +98,19 @@ def ceiling(predictor, photo: np.ndarray, batch: int) -> float:
 
 
 def per_batch(fn: Callable[[list], object], items: list, batch: int) -> float:
-    """Images/s of ``fn`` over ``items`` in batches (one warm-up batch first)."""
+    """Images/s of ``fn`` over ``items`` in batches (one warm-up pass first)."""
     chunks = [items[i : i + batch] for i in range(0, len(items), batch)]
     seconds = timed(lambda: [fn(c) for c in chunks], 1)
     return len(items) / seconds
+
+
+def best_of(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Each rate measured ``repeats`` times, interleaved (shared machines drift); the best."""
+    best = dict.fromkeys(fns, 0.0)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            best[name] = max(best[name], fn())
+    return best
 
 
 def decoded_batch(photos: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -178,16 +188,19 @@ def bench_setup(name: str, args, photos, paths, workdir: Path) -> dict[str, floa
     vocab = zegclip.Vocabulary.from_names(names)
     emb = zegclip.encode_vocabulary_for(spec, vocab, use_cache=False)
     predictor = zegclip.build_predictor(spec, vocab, emb)
-    row = {"ceiling": ceiling(predictor, photos[0], args.batch_size)}
-    row["predictor"] = per_batch(predictor.predict, photos, args.batch_size)
+    levels = {
+        "ceiling": lambda: ceiling(predictor, photos[0], args.batch_size),
+        "predictor": lambda: per_batch(predictor.predict, photos, args.batch_size),
+    }
     if args.legacy:
         p = predictor
         legacy = LegacySegPredictor(
             p.scorer, emb, np.arange(len(names)), len(names), min_score=p.min_score,
             device=p.device, precision=p.precision, seen=p.scorer.seen_mask(names),
         )  # fmt: skip
-        row["legacy predictor"] = per_batch(legacy.predict, photos, args.batch_size)
-    row["actor"] = actor_level(spec, vocab, emb, photos, args.batch_size)
+        levels["legacy predictor"] = lambda: per_batch(legacy.predict, photos, args.batch_size)
+    levels["actor"] = lambda: actor_level(spec, vocab, emb, photos, args.batch_size)
+    row = best_of(levels, args.repeats)
     if args.job_images:
         row["job"] = job_level(spec, vocab, paths, args, workdir / name)
     return row
@@ -198,7 +211,7 @@ def print_table(rows: dict[str, dict[str, float]], args) -> None:
     print(
         f"\n{args.images} CamVid photos 480x360, {args.clip_model}, device {args.device}, "
         f"precision {args.precision}, compile {args.compile}, batch {args.batch_size}, "
-        f"torch threads {torch.get_num_threads()}; images/s"
+        f"torch threads {torch.get_num_threads()}; images/s, best of {args.repeats} interleaved"
     )
     print("| set-up | " + " | ".join(levels) + " |\n|---|" + "---|" * len(levels))
     for name, row in rows.items():
@@ -220,6 +233,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--actors", type=int, default=1, help="actor pool size of the job")
     p.add_argument("--gpus-per-actor", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (a Ray actor gets 1)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs per level; best")
     args = p.parse_args()
     on_gpu = args.device == "cuda"
     args.clip_model = args.clip_model or ("ViT-B-16" if on_gpu else TINY_CLIP)
