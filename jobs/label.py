@@ -145,6 +145,7 @@ def make_spec(cfg: LabelJobConfig) -> Any:
         min_score=cfg.min_score,
         device=cfg.device,
         precision=cfg.precision,
+        compile=cfg.compile,
     )
 
 
@@ -194,6 +195,7 @@ def _run(
             functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
             model,
             plan=plan,
+            prepare_image=zegclip.image_preparer(spec),
         )
     except (zegclip.WeightsError, zegclip.CheckpointError) as e:  # raised before any image
         logger.error("configuration error: %s", e)

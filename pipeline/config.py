@@ -52,7 +52,8 @@ class LabelJobConfig:
     clip_weights: str | None = None
     method: str = "naclip"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
+    compile: bool = False
     dashboard: bool = False
 
     @property
@@ -106,7 +107,8 @@ FIELD_HELP: dict[str, str] = {
     "clip_weights": "local or remote file with CLIP weights (offline clusters)",
     "method": "training-free variant used without --checkpoint",
     "device": "'auto', 'cuda' or 'cpu'",
-    "precision": "model precision on GPU: fp32, bf16 or fp16",
+    "precision": "model precision: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16",
+    "compile": "torch.compile the model forward, warmed up once per actor (GPU)",
     "dashboard": "start the Ray dashboard web UI with the embedded local Ray (ignored when "
     "RAY_ADDRESS is set)",
 }
@@ -220,7 +222,10 @@ def validate(cfg: LabelJobConfig) -> None:
     _check(cfg.max_image_pixels >= 1, "--max-image-pixels must be >= 1.")
     _check(len(cfg.class_names) >= 1, "the vocabulary is empty; write one class per line.")
     _check(cfg.device in ("auto", "cuda", "cpu"), "--device must be auto, cuda or cpu.")
-    _check(cfg.precision in ("fp32", "bf16", "fp16"), "--precision must be fp32, bf16 or fp16.")
+    _check(
+        cfg.precision in ("auto", "fp32", "bf16", "fp16"),
+        "--precision must be auto, fp32, bf16 or fp16.",
+    )
     if storage.is_within(cfg.output, cfg.input):
         raise ConfigError(
             f"--output {cfg.output} lies inside --input {cfg.input}; outputs would be read back "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -144,6 +144,38 @@ def decode_batch(batch: dict[str, np.ndarray], max_pixels: int) -> dict[str, np.
     out[schema.IMAGE] = _object_array(images)
     out[schema.WIDTH] = np.asarray(widths, dtype=np.int32)
     out[schema.HEIGHT] = np.asarray(heights, dtype=np.int32)
+    out[schema.STATUS] = np.asarray(statuses, dtype=object)
+    out[schema.ERROR] = _object_array(errors)
+    return out
+
+
+def prepare_batch(
+    batch: dict[str, np.ndarray], prepare_image: Callable[[np.ndarray], np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Ray ``map_batches`` function after :func:`decode_batch` (fused into its CPU tasks): the
+    model's own CPU preprocessing (e.g. the official cv2 short-side resize) of every ``ok`` image.
+
+    Args:
+        batch: output of :func:`decode_batch`; ``width``/``height`` stay the decoded size.
+        prepare_image: picklable HWC uint8 -> HWC uint8 function from the model spec.
+
+    Returns:
+        The same columns, ``image`` replaced; an image the function rejects becomes an error row.
+    """
+    images, statuses, errors = [], [], []
+    for image, status, error in zip(
+        batch[schema.IMAGE], batch[schema.STATUS], batch[schema.ERROR], strict=True
+    ):
+        if status == schema.STATUS_OK:
+            try:
+                image = prepare_image(image)
+            except Exception as e:  # noqa: BLE001 - per-row boundary: the image is the problem
+                image, status, error = EMPTY_IMAGE, schema.STATUS_ERROR, f"{type(e).__name__}: {e}"
+        images.append(image)
+        statuses.append(status)
+        errors.append(error)
+    out = dict(batch)
+    out[schema.IMAGE] = _object_array(images)
     out[schema.STATUS] = np.asarray(statuses, dtype=object)
     out[schema.ERROR] = _object_array(errors)
     return out

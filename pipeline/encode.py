@@ -11,7 +11,11 @@ from PIL import Image
 from pipeline import schema
 from pipeline.predictor import PredictionLike
 
-PNG_COMPRESS_LEVEL = 3  # masks compress well at low levels; keeps the actor's CPU time small
+# zlib levels chosen by measurement (bench/bench_png.py, 360x480, one core; docs/gpu.md): label
+# maps are blocky, level 3 is fastest and small (1.3 ms, 7.9 KiB); confidence maps are smooth
+# and dominate, level 3 costs 12.6 ms for 58 KiB, level 1 2.9 ms for 63 KiB (+9 %).
+PNG_COMPRESS_LEVEL = 3
+CONFIDENCE_PNG_LEVEL = 1
 
 
 def unlabelled_value(dtype: np.dtype | str) -> int:
@@ -19,14 +23,12 @@ def unlabelled_value(dtype: np.dtype | str) -> int:
     return int(np.iinfo(np.dtype(dtype)).max)
 
 
-def encode_png(array: np.ndarray) -> bytes:
-    """Single-channel (H, W) uint8 or uint16 array -> PNG bytes (lossless)."""
+def encode_png(array: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
+    """Single-channel (H, W) uint8 or uint16 array -> PNG bytes (lossless; zlib ``level``)."""
     if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected (H, W) uint8/uint16, got {array.shape} {array.dtype}")
     buf = io.BytesIO()  # fromarray picks "L" for uint8 and "I;16" for uint16
-    Image.fromarray(np.ascontiguousarray(array)).save(
-        buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-    )
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", compress_level=level)
     return buf.getvalue()
 
 
@@ -95,6 +97,36 @@ def class_statistics(
     return counts, present, mean
 
 
+def confidence_statistics(
+    prediction: PredictionLike, labels: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The uint8 confidence map and per-class statistics of a float or pre-quantised prediction.
+
+    A uint8 ``confidence`` (already ``round(conf * 255)``, e.g. from the GPU) comes with
+    ``confidence_sums`` (C,) float64, the sums of the unquantised confidence per class, so the
+    mean confidence is the same as from the float map.
+
+    Returns:
+        ``quantised`` (H, W) uint8, then :func:`class_statistics`'s counts, present, mean.
+
+    Raises:
+        ValueError: a uint8 confidence without ``confidence_sums``.
+    """
+    confidence = np.asarray(prediction.confidence)
+    if confidence.dtype != np.uint8:
+        confidence = confidence.astype(np.float32)
+        counts, present, mean = class_statistics(labels, confidence, num_classes)
+        return quantise_confidence(confidence), counts, present, mean
+    sums = getattr(prediction, "confidence_sums", None)
+    if sums is None:
+        raise ValueError("a uint8 confidence map needs confidence_sums for the mean confidence")
+    flat = labels.ravel().astype(np.int64)
+    counts = np.bincount(flat[flat < num_classes], minlength=num_classes).astype(np.int64)
+    present = np.flatnonzero(counts).astype(np.int32)
+    mean = (np.asarray(sums, dtype=np.float64)[present] / counts[present]).astype(np.float32)
+    return confidence, counts, present, mean
+
+
 def encode_prediction(
     prediction: PredictionLike, *, num_classes: int, image_id: str, size: tuple[int, int]
 ) -> dict[str, Any]:
@@ -116,13 +148,12 @@ def encode_prediction(
             f"do not match the image ({h}, {w})"
         )
     labels = normalise_labels(prediction.label_map, num_classes)
-    confidence = np.asarray(prediction.confidence, dtype=np.float32)
-    counts, present, mean = class_statistics(labels, confidence, num_classes)
+    quantised, counts, present, mean = confidence_statistics(prediction, labels, num_classes)
     stem = image_id.rsplit(".", 1)[0] if "/" not in image_id.rsplit(".", 1)[-1] else image_id
     return {
         schema.MASK: {"bytes": encode_png(labels), "path": f"{stem}.png"},
         schema.CONFIDENCE: {
-            "bytes": encode_png(quantise_confidence(confidence)),
+            "bytes": encode_png(quantised, CONFIDENCE_PNG_LEVEL),
             "path": f"{stem}.confidence.png",
         },
         schema.CLASS_PIXEL_COUNTS: counts.tolist(),

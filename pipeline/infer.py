@@ -2,7 +2,10 @@
 
 The predictor is built once in ``__init__`` from the shared vocabulary embedding (an object
 ref passed inside a list, or a plain array in tests). ``__call__`` segments the ``ok`` rows of a
-decoded batch and returns a Parquet-ready Arrow table with PNG-encoded outputs.
+decoded batch and returns the raw predictions (``schema.PREDICTION_SCHEMA``); PNG encoding and
+statistics run after it in CPU tasks (``pipeline.encode_stage``). With ``prepared=True`` the
+images were already resized by the model's prepare function in the decode tasks, and the
+predictor gets the original sizes to label at.
 
 When the predictor raises on a batch, its images are retried one by one: an image that still
 fails alone becomes an error row (e.g. an extreme aspect ratio that exhausts memory), the others
@@ -19,7 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline import encode, schema
+from pipeline import schema
+from pipeline.encode_stage import pack_prediction, stream_error
 from pipeline.predictor import PredictorFactory
 
 logger = logging.getLogger(__name__)
@@ -41,13 +45,19 @@ class SegmentationActor:
         predictor_factory: ``(embeddings (S, ...) float32) -> Predictor``, called once.
         class_embeddings: ``[ObjectRef]`` of the vocabulary embedding, or the array itself.
         num_classes: C, the vocabulary size.
+        prepared: images were resized by the model's prepare function; pass original sizes.
     """
 
     def __init__(
-        self, predictor_factory: PredictorFactory, class_embeddings: Any, num_classes: int
+        self,
+        predictor_factory: PredictorFactory,
+        class_embeddings: Any,
+        num_classes: int,
+        prepared: bool = False,
     ) -> None:
         self._predictor = predictor_factory(_resolve_embeddings(class_embeddings))
         self._num_classes = num_classes
+        self._prepared = prepared
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         """Segment one decoded batch.
@@ -56,22 +66,27 @@ class SegmentationActor:
             batch: output columns of ``pipeline.decode.decode_batch``.
 
         Returns:
-            Table with ``pipeline.schema.STREAM_SCHEMA``; error rows keep their error.
+            Table with ``pipeline.schema.PREDICTION_SCHEMA``; error rows keep their error.
         """
         ok = [i for i, s in enumerate(batch[schema.STATUS]) if s == schema.STATUS_OK]
         outputs: dict[int, dict[str, Any]] = {}
         for i, pred in self._predict(batch, ok).items():
-            outputs[i] = (
-                self._encode(batch, i, pred) if not isinstance(pred, str) else {schema.ERROR: pred}
-            )
-        return _to_table(batch, outputs)
+            outputs[i] = {schema.ERROR: pred} if isinstance(pred, str) else pack_prediction(pred)
+        return _to_prediction_table(batch, outputs)
+
+    def _call_predictor(self, batch: dict[str, np.ndarray], rows: list[int]) -> list[Any]:
+        images = [batch[schema.IMAGE][i] for i in rows]
+        if not self._prepared:
+            return self._predictor.predict(images)
+        sizes = [(int(batch[schema.HEIGHT][i]), int(batch[schema.WIDTH][i])) for i in rows]
+        return self._predictor.predict(images, sizes)
 
     def _predict(self, batch: dict[str, np.ndarray], rows: list[int]) -> dict[int, Any]:
         """Predictions of ``rows`` (row -> prediction, or an error string for a failed image)."""
         if not rows:
             return {}
         try:
-            predictions = self._predictor.predict([batch[schema.IMAGE][i] for i in rows])
+            predictions = self._call_predictor(batch, rows)
         except Exception as batch_error:  # noqa: BLE001 - isolate the image(s) that fail
             logger.warning("batch of %d failed (%s); retrying one by one", len(rows), batch_error)
             return self._predict_one_by_one(batch, rows, batch_error)
@@ -85,54 +100,31 @@ class SegmentationActor:
         results: dict[int, Any] = {}
         for i in rows:
             try:
-                results[i] = self._predictor.predict([batch[schema.IMAGE][i]])[0]
+                results[i] = self._call_predictor(batch, [i])[0]
             except Exception as e:  # noqa: BLE001 - recorded as this image's error row
                 results[i] = f"{type(e).__name__}: {e}"
         if all(isinstance(r, str) for r in results.values()):
             raise batch_error  # every image fails on its own: the model/device is broken
         return results
 
-    def _encode(self, batch: dict[str, np.ndarray], i: int, pred: Any) -> dict[str, Any]:
-        size = (int(batch[schema.WIDTH][i]), int(batch[schema.HEIGHT][i]))
-        image_id = str(batch[schema.IMAGE_ID][i])
-        try:
-            return encode.encode_prediction(
-                pred, num_classes=self._num_classes, image_id=image_id, size=size
-            )
-        except ValueError as e:  # a malformed prediction for this image: record it
-            logger.warning("bad prediction for %s: %s", image_id, e)
-            return {schema.ERROR: f"{type(e).__name__}: {e}"}
 
-
-_MODEL_COLUMNS = (
-    schema.MASK,
-    schema.CONFIDENCE,
-    schema.CLASS_PIXEL_COUNTS,
-    schema.PRESENT_CLASSES,
-    schema.PRESENT_MEAN_CONFIDENCE,
-)
-
-
-def _stream_error(value: Any) -> str | None:
-    """An error string from the stream; Ray turns all-null object columns into NaN floats."""
-    return value if isinstance(value, str) and value else None
-
-
-def _to_table(batch: dict[str, np.ndarray], outputs: dict[int, dict[str, Any]]) -> pa.Table:
-    n = len(batch[schema.IMAGE_ID])
-    cols: dict[str, list[Any]] = {name: [] for name in schema.STREAM_SCHEMA.names}
-    for i in range(n):
+def _to_prediction_table(
+    batch: dict[str, np.ndarray], outputs: dict[int, dict[str, Any]]
+) -> pa.Table:
+    """Identity/status columns of ``batch`` plus raw predictions -> ``PREDICTION_SCHEMA``."""
+    names = schema.PREDICTION_SCHEMA.names
+    cols: dict[str, list[Any]] = {name: [] for name in names}
+    raw = (schema.PRED_LABELS, schema.PRED_CONFIDENCE, schema.PRED_CONFIDENCE_SUMS)
+    for i in range(len(batch[schema.IMAGE_ID])):
         out = outputs.get(i, {})
-        error = out.get(schema.ERROR, _stream_error(batch[schema.ERROR][i]))
+        error = out.get(schema.ERROR, stream_error(batch[schema.ERROR][i]))
         for name in (schema.IMAGE_ID, schema.SOURCE_URI, schema.SHARD_ID, schema.SHARD_SIZE):
-            cols[name].append(
-                batch[name][i].item() if hasattr(batch[name][i], "item") else batch[name][i]
-            )
+            value = batch[name][i]
+            cols[name].append(value.item() if hasattr(value, "item") else value)
         for name in (schema.WIDTH, schema.HEIGHT):
-            value = int(batch[name][i])
-            cols[name].append(value if value >= 0 else None)
-        for name in _MODEL_COLUMNS:
+            cols[name].append(int(batch[name][i]))
+        for name in raw:
             cols[name].append(out.get(name) if error is None else None)
         cols[schema.STATUS].append(schema.STATUS_OK if error is None else schema.STATUS_ERROR)
         cols[schema.ERROR].append(error)
-    return pa.table(cols, schema=schema.STREAM_SCHEMA)
+    return pa.table(cols, schema=schema.PREDICTION_SCHEMA)

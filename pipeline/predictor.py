@@ -21,7 +21,9 @@ class PredictionLike(Protocol):
 
     Attributes:
         label_map: (H, W) uint8 (<= 255 classes) or uint16; 255 / 65535 = unlabelled.
-        confidence: (H, W) float32 in [0, 1], score of the chosen class.
+        confidence: (H, W) score of the chosen class: float32 in [0, 1], or uint8
+            ``round(conf * 255)`` (then the prediction also has ``confidence_sums`` (C,) float64,
+            the per-class sums of the unquantised confidence).
         class_counts: (C,) int64 pixels per class; sums to H*W minus unlabelled pixels.
     """
 
@@ -33,10 +35,20 @@ class PredictionLike(Protocol):
 class Predictor(Protocol):
     """Segments batches of images against a fixed vocabulary."""
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[PredictionLike]:
-        """Args: images: HWC uint8 RGB arrays of any sizes. Returns one prediction per image."""
+    def predict(
+        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[PredictionLike]:
+        """One prediction per image.
+
+        Args:
+            images: HWC uint8 RGB arrays of any sizes (prepared ones when ``sizes`` is given).
+            sizes: (H, W) of the original images, when an ``ImagePreparer`` resized them.
+        """
         ...
 
 
 PredictorFactory = Callable[[np.ndarray], Predictor]
+# Optional: the model's CPU preprocessing (HWC uint8 -> HWC uint8), run in the decode tasks;
+# the predictor is then called as ``predict(images, sizes)`` with the original (H, W) sizes.
+ImagePreparer = Callable[[np.ndarray], np.ndarray]
 VocabularyEncoder = Callable[[], np.ndarray]

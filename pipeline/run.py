@@ -3,9 +3,12 @@
 Stages (all ``map_batches`` calls of the project live here):
 
 1. ``read.read_shard_batch``: shard descriptor -> image bytes (CPU tasks);
-2. ``decode.decode_batch``: bytes -> RGB arrays + status (CPU tasks);
-3. ``infer.SegmentationActor``: actor pool, one predictor per actor (GPU);
-4. ``write.write_part``: about ``shard_size`` labelled rows -> one Parquet file + marker
+2. ``decode.decode_batch``: bytes -> RGB arrays + status (CPU tasks), then, when the model
+   hands one over, ``decode.prepare_batch``: its CPU preprocessing (the official resize), fused
+   into the same tasks;
+3. ``infer.SegmentationActor``: actor pool, one predictor per actor (GPU), raw predictions;
+4. ``encode_stage.encode_batch``: PNG encoding and per-class statistics (CPU tasks);
+5. ``write.write_part``: about ``shard_size`` labelled rows -> one Parquet file + marker
    (CPU tasks). The driver only receives one small record per written file (counts, first
    errors) and writes ``run.json`` and ``class_stats.parquet`` at the end.
 
@@ -26,12 +29,12 @@ from typing import Any
 import numpy as np
 import ray
 
-from pipeline import decode, read, schema, write
+from pipeline import decode, encode_stage, read, schema, write
 from pipeline.config import LabelJobConfig
 from pipeline.infer import SegmentationActor
 from pipeline.local_ray import init_ray, shutdown_on_signals
 from pipeline.plan import JobPlan, plan_job
-from pipeline.predictor import PredictorFactory, VocabularyEncoder
+from pipeline.predictor import ImagePreparer, PredictorFactory, VocabularyEncoder
 from pipeline.progress import ProgressLog
 
 __all__ = ["JobPlan", "JobSummary", "init_ray", "plan_job", "run_label_job", "shutdown_on_signals"]
@@ -122,11 +125,13 @@ def build_dataset(
     predictor_factory: PredictorFactory,
     embeddings_ref: ray.ObjectRef,
     write_kwargs: dict[str, Any],
+    prepare_image: ImagePreparer | None = None,
 ) -> ray.data.Dataset:
-    """The lazy read -> decode -> segment -> write dataset; one small row per written part.
+    """The lazy read -> decode -> segment -> encode -> write dataset; one small row per part.
 
     Args:
         write_kwargs: keyword arguments of ``write.write_part`` (output, schema, marker base).
+        prepare_image: the model's picklable CPU preprocessing, run in the decode tasks.
     """
     ds = ray.data.from_items([s.to_row() for s in shards], override_num_blocks=len(shards))
     ds = ds.map_batches(
@@ -141,6 +146,13 @@ def build_dataset(
         batch_size=cfg.batch_size,
         batch_format="numpy",
     )
+    if prepare_image is not None:
+        ds = ds.map_batches(
+            decode.prepare_batch,
+            fn_kwargs={"prepare_image": prepare_image},
+            batch_size=cfg.batch_size,
+            batch_format="numpy",
+        )
     min_size, max_size = cfg.actor_pool_size
     ds = ds.map_batches(
         SegmentationActor,
@@ -148,12 +160,19 @@ def build_dataset(
             "predictor_factory": predictor_factory,
             "class_embeddings": [embeddings_ref],  # a bare ref would not be resolved
             "num_classes": len(cfg.class_names),
+            "prepared": prepare_image is not None,
         },
         batch_size=cfg.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=min_size, max_size=max_size),
         num_gpus=resolve_num_gpus(cfg),
         num_cpus=cfg.num_cpus_per_actor,
+    )
+    ds = ds.map_batches(
+        encode_stage.encode_batch,
+        fn_kwargs={"num_classes": len(cfg.class_names)},
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
     )
     # Parquet is written here, in worker tasks; the driver never holds masks.
     return ds.map_batches(
@@ -217,6 +236,7 @@ def run_label_job(
     model: dict[str, Any],
     *,
     plan: JobPlan | None = None,
+    prepare_image: ImagePreparer | None = None,
 ) -> JobSummary:
     """Run the job end to end and write ``run.json`` and ``class_stats.parquet``.
 
@@ -226,6 +246,8 @@ def run_label_job(
         encode_vocabulary: called once, on the driver.
         model: JSON-serialisable model description for metadata.
         plan: from :func:`plan_job`; planned here when omitted.
+        prepare_image: the model's picklable CPU preprocessing, run in the decode tasks; the
+            predictor then gets ``predict(images, sizes)`` (see ``pipeline.predictor``).
 
     Raises:
         ConfigError: see :func:`plan_job`.
@@ -263,7 +285,9 @@ def run_label_job(
             },
             "num_classes": len(cfg.class_names),
         }
-        ds = build_dataset(cfg, plan.shards, predictor_factory, ray.put(embeddings), write_kwargs)
+        ds = build_dataset(
+            cfg, plan.shards, predictor_factory, ray.put(embeddings), write_kwargs, prepare_image
+        )
         t0 = time.monotonic()
         _consume(ds, plan, summary)
         summary.pipeline_s = time.monotonic() - t0

@@ -70,6 +70,11 @@ ERROR = "error"
 DATA = "data"  # raw encoded bytes of one image
 IMAGE = "image"  # decoded HWC uint8 RGB array
 SHARD_SIZE = "shard_size"  # number of rows the shard emits; lets the driver detect completion
+# Raw predictions between the model actor and the CPU encode stage: ``.npy`` bytes (shape and
+# dtype included) of the label map, the confidence map and the (C,) confidence sums (or null).
+PRED_LABELS = "pred_labels"
+PRED_CONFIDENCE = "pred_confidence"
+PRED_CONFIDENCE_SUMS = "pred_confidence_sums"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -95,6 +100,17 @@ OUTPUT_COLUMNS: tuple[str, ...] = tuple(f.name for f in OUTPUT_FIELDS)
 
 # Columns the inference stage emits: the output columns plus the bookkeeping ones.
 STREAM_SCHEMA = pa.schema([*OUTPUT_FIELDS, pa.field(SHARD_SIZE, pa.int64())])
+
+# What the model actor emits: the stream's identity/status columns plus raw predictions.
+PREDICTION_SCHEMA = pa.schema(
+    [
+        *(f for f in STREAM_SCHEMA if f.name in (IMAGE_ID, SOURCE_URI, SHARD_ID, SHARD_SIZE)),
+        *(f for f in STREAM_SCHEMA if f.name in (WIDTH, HEIGHT, STATUS, ERROR)),
+        pa.field(PRED_LABELS, pa.binary()),
+        pa.field(PRED_CONFIDENCE, pa.binary()),
+        pa.field(PRED_CONFIDENCE_SUMS, pa.binary()),
+    ]
+)
 
 CLASS_STATS_SCHEMA = pa.schema(
     [

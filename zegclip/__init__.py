@@ -25,6 +25,7 @@ from zegclip.labeler import (  # noqa: E402
     check_spec,
     describe,
     encode_vocabulary_for,
+    image_preparer,
 )
 from zegclip.models.scorer import DenseScorer, count_trainable  # noqa: E402
 from zegclip.models.zegclip.build import build_zegclip  # noqa: E402
@@ -54,6 +55,7 @@ __all__ = [
     "ZegCLIP",
     "ZegCLIPConfig",
     "build_predictor",
+    "image_preparer",
     "build_zegclip",
     "check_checkpoint",
     "check_choice",

@@ -98,7 +98,9 @@ def _add_segment(p: argparse.ArgumentParser) -> None:
         "unlabelled (255); default: the model's (ZegCLIP 0.5)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16 (CUDA autocast)")
+    p.add_argument(
+        "--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"
+    )
     p.set_defaults(run=_run_segment)
 
 
@@ -188,7 +190,7 @@ def class_statistics(pred: Prediction, vocab: Vocabulary) -> dict:
     for idx, name in enumerate(vocab.names):
         pixels = int(pred.class_counts[idx])
         if pixels:
-            conf = float(pred.confidence[pred.label_map == idx].mean())
+            conf = float(pred.confidence_sums[idx] / pixels)
             classes.append(
                 {
                     "id": idx,

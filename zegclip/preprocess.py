@@ -66,6 +66,38 @@ def normalize(
     return torch.from_numpy(np.ascontiguousarray(chw))[None]
 
 
+def normalize_tensor(
+    image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], max_value: float = 1.0
+) -> torch.Tensor:
+    """(H, W, 3) uint8 tensor on any device -> (1, 3, H, W) ``(x / max_value - mean) / std``.
+
+    Elementwise float32 operations in the same order as the numpy path (:func:`normalize`, the
+    training-free preprocessing), so the values are bit-identical.
+    """
+    x = image.float()
+    if max_value != 1.0:
+        x = x / max_value
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device)
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device)
+    return ((x - mean_t) / std_t).permute(2, 0, 1)[None].contiguous()
+
+
+def check_rgb(image: np.ndarray) -> None:
+    """Raise ValueError unless ``image`` is (H, W, 3) uint8."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HWC uint8 RGB image, got {image.dtype} {image.shape}")
+
+
+def prepare_image(image: np.ndarray, short_side: int = SHORT_SIDE) -> np.ndarray:
+    """Checked :func:`resize_short_side`: the CPU half of :func:`preprocess` (HWC uint8 out).
+
+    Raises:
+        ValueError: not an HWC uint8 RGB array.
+    """
+    check_rgb(image)
+    return resize_short_side(image, short_side)
+
+
 def preprocess(
     image: np.ndarray,
     short_side: int = SHORT_SIDE,
@@ -87,9 +119,7 @@ def preprocess(
     Raises:
         ValueError: not an HWC uint8 RGB array.
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an HWC uint8 RGB image, got {image.dtype} {image.shape}")
-    return normalize(resize_short_side(image, short_side), mean, std, max_value=max_value)
+    return normalize(prepare_image(image, short_side), mean, std, max_value=max_value)
 
 
 def slide_windows(

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
+from open_clip.transformer import text_global_pool
 
 from zegclip.vocab import Vocabulary
 
@@ -43,12 +44,50 @@ def encode_names(
     """
     device = clip.token_embedding.weight.device
     prompts = [t.format(name) for name in names for t in templates]
-    chunks = []
+    tokens = tokenizer(prompts).to(device)  # (P, context)
+    # Prompts of similar length share a batch, so each batch stops at its own longest prompt.
+    order = torch.argsort(_pool_positions(clip, tokens), stable=True)
+    per_prompt = torch.empty(0)
     for start in range(0, len(prompts), batch_size):
-        tokens = tokenizer(prompts[start : start + batch_size]).to(device)
-        chunks.append(F.normalize(clip.encode_text(tokens).float(), dim=-1))
-    per_prompt = torch.cat(chunks).reshape(len(names), len(templates), -1)  # (N, T, D)
+        rows = order[start : start + batch_size]
+        encoded = F.normalize(encode_text_truncated(clip, tokens[rows]).float(), dim=-1)
+        if start == 0:
+            per_prompt = encoded.new_empty((len(prompts), encoded.shape[-1]))
+        per_prompt[rows] = encoded
+    per_prompt = per_prompt.reshape(len(names), len(templates), -1)  # (N, T, D)
     return F.normalize(per_prompt.mean(dim=1), dim=-1)
+
+
+def encode_text_truncated(clip: CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """``clip.encode_text(tokens)`` computed only up to the batch's last pooled token.
+
+    CLIP's text tower is causal and pools the end-of-text token, so the positions after it never
+    reach the output: running (P, L) tokens with L = the last end-of-text position + 1 gives the
+    same (P, D) embeddings as the full 77-token context at a fraction of the cost. Towers that
+    are not causal or do not pool a token position run in full.
+    """
+    if clip.attn_mask is None or clip.text_pool_type not in ("argmax", "eos"):
+        return clip.encode_text(tokens)
+    length = int(_pool_positions(clip, tokens).max()) + 1
+    tokens = tokens[:, :length]
+    cast_dtype = clip.transformer.get_cast_dtype()
+    x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(
+        cast_dtype
+    )
+    x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:length, :length]))
+    x = text_global_pool(x, tokens, clip.text_pool_type, eos_token_id=clip.text_eos_id)
+    if clip.text_projection is None:
+        return x
+    if isinstance(clip.text_projection, torch.nn.Linear):
+        return clip.text_projection(x)
+    return x @ clip.text_projection
+
+
+def _pool_positions(clip: CLIP, tokens: torch.Tensor) -> torch.Tensor:
+    """(P,) index of the token each prompt's embedding is read from (open_clip's rule)."""
+    if clip.text_pool_type == "eos":
+        return (tokens == clip.text_eos_id).int().argmax(dim=-1)
+    return tokens.argmax(dim=-1)  # "argmax": the end-of-text token has the highest id
 
 
 def encode_with_tower(

@@ -34,7 +34,7 @@ from zegclip.text import flat_names
 from zegclip.vocab import Vocabulary, parse_vocabulary
 from zegclip.weights import redact_uri
 
-PRECISIONS = tuple(DEVICE_PRECISIONS)
+PRECISIONS = ("auto", *DEVICE_PRECISIONS)
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 FAMILY_CONFIGS: dict[str, type] = {"zegclip": ZegCLIPConfig, "zegot": ZegOTConfig}
 # Shape checks a CLIP weights file must pass; None matches any size (open_clip resizes

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ray import cloudpickle
+from tiny_models import TINY_CLIP
 
 import zegclip
 from jobs import evaluate, train
@@ -55,7 +56,7 @@ def _train(out: Path, emb: str, *data: str) -> Path:
         "--output",
         str(out),
         "--clip-model",
-        "tiny-test",
+        TINY_CLIP,
         "--clip-weights",
         "none",
         "--decoder-ffn-dim",

@@ -59,6 +59,7 @@ WRONG: dict[str, list[list[str]]] = {
     "--overwrite": [["--overwrite=yes"]],
     "--review": [["--review", "s3://bucket/report"]],  # the report folder must be local
     "--dashboard": [["--dashboard=yes"]],
+    "--compile": [["--compile=yes"]],
     "--retry-errors": [["--retry-errors=yes"]],
     "--include": [["--include", "*.nothing"]],  # leaves no input
     "--exclude": [["--exclude", "*"]],

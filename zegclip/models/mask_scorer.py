@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from zegclip.models.scorer import DenseScorer
-from zegclip.preprocess import preprocess, slide_windows
+from zegclip.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    normalize_tensor,
+    preprocess,
+    slide_windows,
+)
 
 # Pixels whose best class score is under 0.5 are left unlabelled (255) by default: ZegCLIP trains
 # each class channel as an independent sigmoid classifier (focal + dice), and 0.5 is where every
@@ -45,6 +51,15 @@ class MaskLogitScorer(DenseScorer):
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HWC uint8 RGB -> (1, 3, H, W): official short-side resize, ImageNet normalisation."""
         return preprocess(image, self.config.short_side)
+
+    @property
+    def short_side(self) -> int:
+        """Test-time short side (512 officially)."""
+        return self.config.short_side
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 tensor from :meth:`prepare` -> (1, 3, H, W) ImageNet-normalised."""
+        return normalize_tensor(image, IMAGENET_MEAN, IMAGENET_STD)
 
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """Sliding windows (y1, y2, x1, x2) of :meth:`slide_scores`."""

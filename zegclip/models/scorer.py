@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zegclip.preprocess import prepare_image
 from zegclip.text import Tokenizer, encode_with_tower
 
 
@@ -30,6 +31,10 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
 
     default_templates: tuple[str, ...] = ("{}",)
     default_min_score: float | None = None
+    # Set when :meth:`activate` is a softmax over all rows of ``scale * scores``: the predictor
+    # then computes that softmax itself, chunk by chunk over rows (bounded memory); None means
+    # :meth:`activate` acts on each row independently and may be called on any subset of rows.
+    row_softmax_scale: float | None = None
 
     def __init__(self, *, text: nn.Module | None = None, tokenizer: Tokenizer | None = None):
         super().__init__()
@@ -57,6 +62,23 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 RGB -> (1, 3, H', W') float32 model input."""
 
+    short_side: int  # the official test resize: short side of the preprocessed image
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The CPU half of :meth:`preprocess`: HWC uint8 RGB -> HWC uint8, short side resized
+        (official cv2 bilinear, mmcv rounding). Picklable as ``resize_short_side`` with
+        ``short_side``, so pipelines run it in their decode tasks.
+
+        Raises:
+            ValueError: not an HWC uint8 RGB array.
+        """
+        return prepare_image(image, self.short_side)
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """The device half of :meth:`preprocess`: (H, W, 3) uint8 tensor from :meth:`prepare`,
+        on any device -> (1, 3, H, W) float32, equal to ``preprocess`` of the original image."""
+        raise NotImplementedError(f"{type(self).__name__} preprocesses whole images only")
+
     @abstractmethod
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """Sliding windows (y1, y2, x1, x2) covering a preprocessed (height, width) image."""
@@ -82,7 +104,10 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
         return scores
 
     def activate(self, scores: torch.Tensor) -> torch.Tensor:
-        """Hook on (S, H, W) scores at the original size, e.g. logits -> probabilities; no-op."""
+        """Hook on (S, H, W) scores at the original size, e.g. logits -> probabilities; no-op.
+
+        Row-wise unless :attr:`row_softmax_scale` is set (then it must equal that softmax).
+        """
         return scores
 
     def drop_text_tower(self) -> None:

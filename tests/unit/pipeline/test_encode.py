@@ -70,3 +70,25 @@ def test_shape_mismatch_is_rejected() -> None:
 def test_confidence_quantisation_clips_and_rounds() -> None:
     q = encode.quantise_confidence(np.array([-0.2, 0.0, 0.5, 0.999, 1.7]))
     np.testing.assert_array_equal(q, [0, 0, 128, 255, 255])
+
+
+def test_pre_quantised_confidence_with_sums_encodes_like_the_float_map() -> None:
+    """A device predictor's uint8 confidence + per-class sums give the same row as the float."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=(41, 29), dtype=np.uint8)
+    labels[5:9, :] = 255
+    conf = rng.random((41, 29), dtype=np.float32)
+    keep = labels < 4
+    sums = np.bincount(labels[keep], weights=conf[keep].astype(np.float64), minlength=4)
+    quantised = SimpleNamespace(
+        label_map=labels,
+        confidence=np.rint(conf * 255).astype(np.uint8),
+        class_counts=None,
+        confidence_sums=sums,
+    )
+    args = dict(num_classes=4, image_id="x.jpg", size=(29, 41))
+    assert encode.encode_prediction(quantised, **args) == encode.encode_prediction(
+        _prediction(labels, conf), **args
+    )
+    with pytest.raises(ValueError, match="confidence_sums"):
+        encode.encode_prediction(_prediction(labels, quantised.confidence), **args)

@@ -1,11 +1,11 @@
-"""SegmentationActor with the colour-threshold predictor; no Ray."""
+"""SegmentationActor then the CPU encode stage, with the colour-threshold predictor; no Ray."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline import decode, encode, schema
+from pipeline import decode, encode, encode_stage, schema
 from pipeline.infer import SegmentationActor
 
 
@@ -31,6 +31,15 @@ def _decoded_batch() -> dict[str, np.ndarray]:
     }
 
 
+def _rows(actor: SegmentationActor, batch: dict[str, np.ndarray]) -> list[dict]:
+    """Actor output (raw predictions) through the encode stage, as Ray would pass it."""
+    raw = actor(batch)
+    assert raw.schema == schema.PREDICTION_SCHEMA
+    table = encode_stage.encode_batch(raw.to_pydict(), num_classes=3)
+    assert table.schema == schema.STREAM_SCHEMA
+    return table.to_pylist()
+
+
 def test_actor_builds_predictor_once_and_encodes_rows(colour_factory) -> None:
     built = []
 
@@ -39,11 +48,9 @@ def test_actor_builds_predictor_once_and_encodes_rows(colour_factory) -> None:
         return colour_factory(emb)
 
     actor = SegmentationActor(factory, np.eye(3, 8, dtype=np.float32), num_classes=3)
-    t1 = actor(_decoded_batch())
+    rows = _rows(actor, _decoded_batch())
     actor(_decoded_batch())
     assert built == [(3, 8)]
-    assert t1.schema == schema.STREAM_SCHEMA
-    rows = t1.to_pylist()
     assert [r[schema.STATUS] for r in rows] == ["ok", "error", "ok"]
     r = rows[0]
     mask = encode.decode_png(r[schema.MASK]["bytes"])
@@ -73,7 +80,7 @@ def test_wrong_sized_prediction_becomes_error_row() -> None:
         )
 
     actor = SegmentationActor(lambda e: Shrinking(), np.zeros((3, 2), np.float32), num_classes=3)
-    rows = actor(_decoded_batch()).to_pylist()
+    rows = _rows(actor, _decoded_batch())
     assert rows[0][schema.STATUS] == "error" and "do not match" in rows[0][schema.ERROR]
 
 
@@ -109,9 +116,48 @@ def test_an_image_that_fails_alone_becomes_an_error_row(colour_factory) -> None:
         return predictor
 
     actor = SegmentationActor(factory, np.eye(3, 8, dtype=np.float32), num_classes=3)
-    rows = actor(_decoded_batch()).to_pylist()
+    rows = _rows(actor, _decoded_batch())
     assert predictor.calls == [2, 1, 1]  # the batch, then each ok image alone
     assert [r[schema.STATUS] for r in rows] == ["ok", "error", "error"]
     assert rows[0][schema.CLASS_PIXEL_COUNTS] == [8 * 4 - 1, 0, 16]
     assert rows[2][schema.ERROR] == "MemoryError: cannot allocate for this aspect ratio"
     assert rows[2][schema.MASK] is None
+
+
+def test_prepared_images_are_labelled_at_their_original_size(colour_factory) -> None:
+    """With ``prepared=True`` the predictor gets the decode stage's resized images and sizes."""
+    seen = []
+
+    class Upsampling:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def predict(self, images, sizes):
+            seen.append(([img.shape for img in images], sizes))
+            originals = [
+                np.repeat(np.repeat(img, 2, 0), 2, 1)[:h, :w]
+                for img, (h, w) in zip(images, sizes, strict=True)
+            ]
+            return self.inner.predict(originals)
+
+    batch = decode.prepare_batch(_decoded_batch(), lambda img: img[::2, ::2].copy())
+    actor = SegmentationActor(
+        lambda e: Upsampling(colour_factory(e)), np.eye(3, 8, dtype=np.float32), 3, prepared=True
+    )
+    rows = _rows(actor, batch)
+    assert seen == [([(3, 4, 3), (2, 2, 3)], [(6, 8), (3, 4)])]
+    assert [r[schema.STATUS] for r in rows] == ["ok", "error", "ok"]
+    assert encode.decode_png(rows[0][schema.MASK]["bytes"]).shape == (6, 8)
+    assert rows[2][schema.CLASS_PIXEL_COUNTS] == [0, 12, 0]
+
+
+def test_prepare_errors_become_error_rows() -> None:
+    def reject_green(img):
+        if img.shape == (3, 4, 3):
+            raise ValueError("too small")
+        return img
+
+    batch = decode.prepare_batch(_decoded_batch(), reject_green)
+    assert list(batch[schema.STATUS]) == ["ok", "error", "error"]
+    assert batch[schema.ERROR][2] == "ValueError: too small"
+    assert batch[schema.IMAGE][2].shape == decode.EMPTY_IMAGE.shape

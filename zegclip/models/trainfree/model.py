@@ -46,7 +46,7 @@ from zegclip.models.trainfree.attention import (
 )
 from zegclip.models.trainfree.pamr import PAMR
 from zegclip.models.vit import embed_tokens, reference_positional
-from zegclip.preprocess import preprocess, slide_windows
+from zegclip.preprocess import normalize_tensor, preprocess, slide_windows
 from zegclip.templates import IMAGENET80
 from zegclip.text import Tokenizer
 
@@ -115,6 +115,8 @@ class FrozenClipSegmenter(DenseScorer):
         self.recipe = recipe
         self.pamr = pamr
         self.default_min_score = recipe.min_score
+        self.row_softmax_scale = recipe.logit_scale
+        self.short_side = recipe.short_side
         self.patch_size = visual.conv1.kernel_size[0]
         self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -128,6 +130,10 @@ class FrozenClipSegmenter(DenseScorer):
         return preprocess(
             image, self.recipe.short_side, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, max_value=255
         )
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """(H, W, 3) uint8 tensor from :meth:`prepare` -> (1, 3, H, W) CLIP-normalised."""
+        return normalize_tensor(image, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, max_value=255.0)
 
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """mmseg-style sliding windows (y1, y2, x1, x2) of ``recipe.crop`` / ``recipe.stride``."""
