@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ray import cloudpickle
-from tiny_models import TINY_CLIP
+from tiny_models import DATA_ROOT, TINY_CLIP, requires_shared_data
 
 import zegclip
 from jobs import evaluate, train
@@ -30,14 +30,14 @@ from pipeline.run import run_label_job
 from zegclip.train.metrics import compute_metrics
 
 REPO = Path(__file__).resolve().parents[1].parent
-CAMVID = REPO / ".." / "shared" / "data" / "camvid"
+CAMVID = DATA_ROOT / "camvid"
 CLASSES = str(CAMVID / "classes.txt")
 ITERS = 300
 # The tiny teacher is unsure everywhere: at 0.3, 78% of its pixels drop and the rest is mostly
 # sky, and the student learns sky (test mIoU 0.022 vs the teacher's 0.120).
 MIN_CONFIDENCE = 0.0
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, requires_shared_data]
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
