@@ -1,7 +1,7 @@
 """Run ``pipeline.run.run_label_job`` in a fresh process with its own local Ray.
 
 For tests that need a driver they can kill or an environment (S3 endpoint) of their own. The
-model is the colour-threshold predictor of ``tests/conftest.py``; ``--slow-s`` makes each batch
+model is the colour-threshold predictor of ``tests/fakes.py``; ``--slow-s`` makes each batch
 take at least that long, so a test can interrupt a run part-way. Prints the summary as JSON.
 
 Usage: ``python tests/integration/label_subprocess.py INPUT OUTPUT [--retry-errors]
@@ -20,7 +20,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS.parent), str(TESTS)]
 
-import conftest  # noqa: E402
+import fakes  # noqa: E402
 from ray import cloudpickle  # noqa: E402
 
 from pipeline.config import LabelJobConfig  # noqa: E402
@@ -29,7 +29,7 @@ from pipeline.run import init_ray, run_label_job, shutdown_on_signals  # noqa: E
 MODEL = {"name": "colour-threshold", "version": 1}
 
 
-class SlowColourPredictor(conftest.ColourPredictor):
+class SlowColourPredictor(fakes.ColourPredictor):
     """The colour predictor, taking at least ``slow_s`` seconds per batch."""
 
     slow_s = 0.0
@@ -51,13 +51,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     SlowColourPredictor.slow_s = args.slow_s
-    cloudpickle.register_pickle_by_value(conftest)
+    cloudpickle.register_pickle_by_value(fakes)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cfg = LabelJobConfig(
         input=args.input,
         output=args.output,
         vocab="colours.txt",
-        class_names=conftest.COLOUR_CLASSES,
+        class_names=fakes.COLOUR_CLASSES,
         batch_size=args.batch_size,
         shard_size=args.shard_size,
         num_gpus_per_actor=0,
@@ -66,7 +66,7 @@ def main() -> None:
     )
     with shutdown_on_signals():
         init_ray(num_cpus=2)
-        summary = run_label_job(cfg, SlowColourPredictor, conftest.CountingEncoder(), MODEL)
+        summary = run_label_job(cfg, SlowColourPredictor, fakes.CountingEncoder(), MODEL)
     print(json.dumps({"images": summary.images, "errors": summary.errors}))
 
 

@@ -1,6 +1,6 @@
 """``pipeline.run`` end to end: real local Ray, real moto S3 on 127.0.0.1, real images.
 
-The model is the colour-threshold predictor from ``tests/conftest.py`` (pure numpy), which keeps
+The model is the colour-threshold predictor from ``tests/fakes.py`` (pure numpy), which keeps
 these tests about the pipeline: listing, reading, decode errors, actors, per-shard writes,
 markers, resumption and statistics.
 """
