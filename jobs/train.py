@@ -139,6 +139,19 @@ BUILDERS = {"zegclip": build_zegclip_model, "zegot": build_zegot_model}
 # ----------------------------------------------------------------------------- inputs
 
 
+def job_pairs(job: JobConfig) -> list:
+    """The training pairs the data flags name (see ``zegclip.train.sources.load_pairs``)."""
+    return load_pairs(
+        data=job.data,
+        images=job.images,
+        masks=job.masks,
+        image_column=job.image_column,
+        mask_column=job.mask_column,
+        classes=job.classes,
+        min_confidence=job.min_confidence,
+    )
+
+
 def train_config(job: JobConfig) -> TrainConfig:
     """The optimisation part of the job."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -188,15 +201,7 @@ def run_worker(job_dict: dict) -> dict:
     seen = seen_vector(names, read_unseen(job.unseen))
     seen_classes = tuple(n for n, s in zip(names, seen.tolist()) if s)
     source = PairSource(
-        load_pairs(
-            data=job.data,
-            images=job.images,
-            masks=job.masks,
-            image_column=job.image_column,
-            mask_column=job.mask_column,
-            classes=job.classes,
-            min_confidence=job.min_confidence,
-        ),
+        job_pairs(job),
         len(names),
         reduce_zero_label=job.reduce_zero_label,
     )
@@ -327,15 +332,7 @@ def validate(job: JobConfig) -> None:
     _check_ranges(job)
     names = read_classes(job.classes)
     seen_vector(names, read_unseen(job.unseen))
-    pairs = load_pairs(
-        data=job.data,
-        images=job.images,
-        masks=job.masks,
-        image_column=job.image_column,
-        mask_column=job.mask_column,
-        classes=job.classes,
-        min_confidence=job.min_confidence,
-    )
+    pairs = job_pairs(job)
     if len(pairs) < max(job.num_workers, 1):
         raise ValueError(f"{len(pairs)} pairs cannot feed {job.num_workers} workers")
     if job.self_train_from is not None and not 0 <= job.self_train_from < job.max_iters:
@@ -352,7 +349,7 @@ _LOWER_BOUNDS = {
     "decoder_ffn_dim": (1, True),
     "checkpoint_every": (1, True),
     "log_every": (1, True),
-    "load_threads": (1, True),
+    "load_threads": (0, True),  # 0 = decode in the training loop
     "num_workers": (0, True),
     "warmup_iters": (0, True),
     "weight_decay": (0, True),
@@ -415,7 +412,7 @@ HELP = {
     "precision": "autocast dtype on GPU: bf16, fp16 or fp32 (CPU always fp32)",
     "checkpoint_every": "iterations between checkpoints (model + optimiser/schedule/data state)",
     "log_every": "iterations between log lines",
-    "load_threads": "threads decoding/augmenting",
+    "load_threads": "threads decoding/augmenting (0 = in the training loop)",
     "resume": "continue exactly from the latest checkpoint under --output",
     "num_workers": "Ray Train workers (DDP); 0 = run in this process without Ray",
     "use_gpu": "one GPU per Ray Train worker",

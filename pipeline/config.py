@@ -31,7 +31,7 @@ class LabelJobConfig:
     vocab: str
     class_names: tuple[str, ...] = ()  # filled in by jobs/label.py from the vocabulary file
     batch_size: int = 16
-    concurrency: str = "1"
+    concurrency: str = "auto"
     num_gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
     num_cpus_per_actor: float = 0.5  # small, so read/decode tasks always find a CPU
     shard_size: int = 256
@@ -57,9 +57,9 @@ class LabelJobConfig:
     dashboard: bool = False
 
     @property
-    def actor_pool_size(self) -> tuple[int, int]:
-        """``(min_size, max_size)`` parsed from ``concurrency`` ("N" or "MIN,MAX")."""
-        return parse_concurrency(self.concurrency)
+    def actor_pool_size(self) -> tuple[int, int] | None:
+        """``(min_size, max_size)`` parsed from ``concurrency``; None for ``auto``."""
+        return None if self.concurrency == AUTO_CONCURRENCY else parse_concurrency(self.concurrency)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict of all fields; URIs lose any ``user:password@`` part."""
@@ -83,7 +83,8 @@ FIELD_HELP: dict[str, str] = {
     "output": "output URI (folder/prefix); must not lie inside the input",
     "vocab": "vocabulary file: one class per line, comma-separated synonyms",
     "batch_size": "images per model call",
-    "concurrency": "model actors: 'N' or 'MIN,MAX' for an autoscaling pool",
+    "concurrency": "model actors: 'N', 'MIN,MAX' for an autoscaling pool, or 'auto' (one per "
+    "--num-gpus-per-actor share of the cluster's GPUs, 1 without GPUs)",
     "num_gpus_per_actor": "GPUs per model actor, fractional allowed (default: 1 if the "
     "cluster has GPUs, else 0)",
     "num_cpus_per_actor": "CPUs reserved per model actor; keep small so decode tasks can run",
@@ -114,6 +115,9 @@ FIELD_HELP: dict[str, str] = {
 }
 
 REQUIRED = ("input", "output", "vocab")
+
+
+AUTO_CONCURRENCY = "auto"
 
 
 def parse_concurrency(text: str) -> tuple[int, int]:

@@ -92,6 +92,13 @@ def _encode_row(batch: dict[str, np.ndarray], i: int, num_classes: int) -> dict[
         return {schema.ERROR: f"{type(e).__name__}: {e}"}
 
 
+def append_identity(cols: dict[str, list[Any]], batch: dict[str, np.ndarray], i: int) -> None:
+    """Append row ``i``'s pass-through identity columns (id, source, shard, shard size)."""
+    for name in (schema.IMAGE_ID, schema.SOURCE_URI, schema.SHARD_ID, schema.SHARD_SIZE):
+        value = batch[name][i]
+        cols[name].append(value.item() if hasattr(value, "item") else value)
+
+
 def to_stream_table(batch: dict[str, np.ndarray], outputs: dict[int, dict[str, Any]]) -> pa.Table:
     """Pass-through columns of ``batch`` plus each row's ``outputs`` -> ``STREAM_SCHEMA``."""
     n = len(batch[schema.IMAGE_ID])
@@ -99,9 +106,7 @@ def to_stream_table(batch: dict[str, np.ndarray], outputs: dict[int, dict[str, A
     for i in range(n):
         out = outputs.get(i, {})
         error = out.get(schema.ERROR, stream_error(batch[schema.ERROR][i]))
-        for name in (schema.IMAGE_ID, schema.SOURCE_URI, schema.SHARD_ID, schema.SHARD_SIZE):
-            value = batch[name][i]
-            cols[name].append(value.item() if hasattr(value, "item") else value)
+        append_identity(cols, batch, i)
         for name in (schema.WIDTH, schema.HEIGHT):
             value = batch[name][i]
             cols[name].append(int(value) if value is not None and int(value) >= 0 else None)

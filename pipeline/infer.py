@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema
-from pipeline.encode_stage import pack_prediction, stream_error
+from pipeline.encode_stage import append_identity, pack_prediction, stream_error
 from pipeline.predictor import PredictorFactory
 
 logger = logging.getLogger(__name__)
@@ -118,9 +118,7 @@ def _to_prediction_table(
     for i in range(len(batch[schema.IMAGE_ID])):
         out = outputs.get(i, {})
         error = out.get(schema.ERROR, stream_error(batch[schema.ERROR][i]))
-        for name in (schema.IMAGE_ID, schema.SOURCE_URI, schema.SHARD_ID, schema.SHARD_SIZE):
-            value = batch[name][i]
-            cols[name].append(value.item() if hasattr(value, "item") else value)
+        append_identity(cols, batch, i)
         for name in (schema.WIDTH, schema.HEIGHT):
             cols[name].append(int(batch[name][i]))
         for name in raw:

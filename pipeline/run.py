@@ -112,11 +112,36 @@ class JobSummary:
         return "\n".join(f"{k:<8}{v}" for k, v in rows)
 
 
-def resolve_num_gpus(cfg: LabelJobConfig) -> float:
-    """``--num-gpus-per-actor`` or, when unset, 1 if the cluster has GPUs else 0."""
+def cluster_gpus() -> float:
+    """GPUs of the connected Ray cluster (0 on a CPU-only cluster)."""
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def resolve_num_gpus(cfg: LabelJobConfig, gpus: float | None = None) -> float:
+    """``--num-gpus-per-actor`` or, when unset, 1 if the cluster has GPUs else 0.
+
+    Args:
+        gpus: the cluster's GPUs (default: asked from the connected Ray cluster).
+    """
     if cfg.num_gpus_per_actor is not None:
         return cfg.num_gpus_per_actor
-    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return 1.0 if (cluster_gpus() if gpus is None else gpus) > 0 else 0.0
+
+
+def resolve_pool_size(cfg: LabelJobConfig, gpus: float | None = None) -> tuple[int, int]:
+    """``--concurrency`` or, for ``auto``, one actor per ``--num-gpus-per-actor`` share of the
+    cluster's GPUs (e.g. 8 GPUs at 0.5 per actor: 16 actors); 1 actor on a CPU-only cluster.
+
+    Args:
+        gpus: the cluster's GPUs (default: asked from the connected Ray cluster).
+    """
+    explicit = cfg.actor_pool_size
+    if explicit is not None:
+        return explicit
+    gpus = cluster_gpus() if gpus is None else gpus
+    per_actor = resolve_num_gpus(cfg, gpus)
+    size = max(1, int(gpus // per_actor)) if per_actor > 0 and gpus > 0 else 1
+    return size, size
 
 
 def build_dataset(
@@ -153,7 +178,7 @@ def build_dataset(
             batch_size=cfg.batch_size,
             batch_format="numpy",
         )
-    min_size, max_size = cfg.actor_pool_size
+    min_size, max_size = resolve_pool_size(cfg)
     ds = ds.map_batches(
         SegmentationActor,
         fn_constructor_kwargs={

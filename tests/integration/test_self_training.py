@@ -28,6 +28,7 @@ from jobs import evaluate, train
 from pipeline.config import LabelJobConfig
 from pipeline.run import run_label_job
 from zegclip.train.metrics import compute_metrics
+from zegclip.train.sources import load_pairs
 
 REPO = Path(__file__).resolve().parents[1].parent
 CAMVID = DATA_ROOT / "camvid"
@@ -118,9 +119,7 @@ def _label(checkpoint: Path, images: str, output: Path, emb: str) -> str:
 
 def _miou(run: str, test_images: str, test_masks: str) -> float:
     names = zegclip.load_vocabulary(CLASSES).names
-    pairs = train.load_pairs(
-        train.JobConfig(classes=CLASSES, output="", images=test_images, masks=test_masks)
-    )
+    pairs = load_pairs(images=test_images, masks=test_masks)
     conf, counts = evaluate.evaluate_predictions(run, pairs, names)
     assert counts["matched"] == len(pairs)
     return compute_metrics(conf, np.ones(len(names), dtype=bool)).miou_seen

@@ -27,7 +27,7 @@ def _cfg(**kw: object) -> LabelJobConfig:
 
 def test_defaults_validate() -> None:
     validate(_cfg())
-    assert _cfg().actor_pool_size == (1, 1)
+    assert _cfg().actor_pool_size is None  # auto: sized from the cluster's GPUs
 
 
 @pytest.mark.parametrize(("text", "expected"), [("1", (1, 1)), ("2,4", (2, 4)), (" 1 , 3", (1, 3))])
