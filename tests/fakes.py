@@ -74,3 +74,21 @@ class CountingEncoder:
 
         self.calls += 1
         return np.eye(len(COLOUR_CLASSES), 8, dtype=np.float32)
+
+
+def wait_for_free_cpus(count: float, timeout_s: float = 60.0) -> None:
+    """Collect garbage until the session Ray has ``count`` CPUs free (actor pools of a dataset
+    that failed midway live until the dataset is garbage-collected)."""
+    import gc
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        gc.collect()
+        free = ray.available_resources().get("CPU", 0.0)
+        if free >= count or time.monotonic() > deadline:
+            assert free >= count, f"only {free} CPUs free after {timeout_s} s"
+            return
+        time.sleep(0.5)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fakes import wait_for_free_cpus
 from PIL import Image
 from tiny_models import DATA_ROOT, TINY_CLIP, requires_shared_data
 
@@ -151,6 +152,7 @@ def test_tiny_model_learns_camvid_seen_classes(subset, tmp_path, caplog):
 
 def test_ray_train_two_workers_writes_loadable_checkpoint(subset, tmp_path, ray_local):
     """Uses the session Ray (repo on the workers' PYTHONPATH, so they import jobs.train)."""
+    wait_for_free_cpus(2)  # both workers need a whole CPU of the 2-CPU test cluster
     images, masks = subset
     out = tmp_path / "ray-run"
     flags = _flags(
