@@ -76,7 +76,7 @@ class CountingEncoder:
         return np.eye(len(COLOUR_CLASSES), 8, dtype=np.float32)
 
 
-def wait_for_free_cpus(count: float, timeout_s: float = 60.0) -> None:
+def wait_for_free_cpus(count: float, timeout_s: float = 120.0) -> None:
     """Collect garbage until the session Ray has ``count`` CPUs free (actor pools of a dataset
     that failed midway live until the dataset is garbage-collected)."""
     import gc
