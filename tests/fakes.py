@@ -92,3 +92,17 @@ def wait_for_free_cpus(count: float, timeout_s: float = 120.0) -> None:
             assert free >= count, f"only {free} CPUs free after {timeout_s} s"
             return
         time.sleep(0.5)
+
+
+def tar_bytes(members: dict[str, bytes]) -> bytes:
+    """An uncompressed tar archive holding ``members`` (names are kept as given, even hostile)."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

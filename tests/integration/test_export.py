@@ -12,14 +12,13 @@ import io
 import json
 import os
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fakes import CountingEncoder, colour_predictor_factory
+from fakes import CountingEncoder, colour_predictor_factory, tar_bytes
 from PIL import Image
 from ray import cloudpickle
 
@@ -35,16 +34,6 @@ CLASSES = ("red", "green", "blue")
 MODEL = {"name": "colour-threshold", "version": 1}
 EVIL_MEMBERS = ("../../x.jpg", "/abs/evil.png", "a/../../b c#d.png")
 ODD_LOOSE = ("we ird#name (1).jpg", "ünï cödé.png", "a.tar#b.jpg")
-
-
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _parquet(images: list[bytes]) -> bytes:
@@ -72,7 +61,7 @@ def label_run(ray_local: None, data_root: Path, tmp_path_factory) -> dict:
         originals[f"deep/er/{name}"] = path.read_bytes()
     (src / "corrupt.jpg").write_bytes(b"not a jpeg")
     members = dict(zip(EVIL_MEMBERS, [camvid[2], voc[1], voc[2]], strict=True))
-    (src / "evil.tar").write_bytes(_tar({k: v.read_bytes() for k, v in members.items()}))
+    (src / "evil.tar").write_bytes(tar_bytes({k: v.read_bytes() for k, v in members.items()}))
     originals.update({f"deep/er/evil.tar/{k}": v.read_bytes() for k, v in members.items()})
     (src / "rows.parquet").write_bytes(_parquet([voc[3].read_bytes(), camvid[3].read_bytes()]))
     originals["deep/er/rows.parquet/000000"] = voc[3].read_bytes()

@@ -7,10 +7,8 @@ markers, resumption and statistics.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
-import tarfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fakes import ColourPredictor
+from fakes import ColourPredictor, tar_bytes
 from PIL import Image
 from ray import cloudpickle
 
@@ -37,16 +35,6 @@ MODEL = {"name": "colour-threshold", "version": 1}
 
 def _put(client, bucket: str, key: str, data: bytes) -> None:
     client.put_object(Bucket=bucket, Key=key, Body=data)
-
-
-def _tar_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _parquet_bytes(images: list[bytes | None]) -> bytes:
@@ -107,7 +95,7 @@ def dataset(s3_bucket: str, moto_s3: str, data_root: Path) -> dict:
         "001.png": voc[3].read_bytes(),
         "002.jpg": b"\xff\xd8\xff garbage",
     }
-    _put(client, bucket, "in/shards/part-000.tar", _tar_bytes(tar_members))
+    _put(client, bucket, "in/shards/part-000.tar", tar_bytes(tar_members))
     sizes["shards/part-000.tar/000.png"] = Image.open(voc[2]).size
     sizes["shards/part-000.tar/001.png"] = Image.open(voc[3]).size
     _put(

@@ -7,18 +7,16 @@ the report must show them as text and write only generated names inside its fold
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import sys
-import tarfile
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from fakes import CountingEncoder, colour_predictor_factory
+from fakes import CountingEncoder, colour_predictor_factory, tar_bytes
 from ray import cloudpickle
 from tiny_models import TINY_CLIP
 
@@ -39,16 +37,6 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SCREENSHOT_ENV = "REVIEW_SCREENSHOT"  # also save the browser screenshot here when set
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def s3_run(moto_s3: str, ray_local: None, data_root: Path) -> dict:
     """A labelling run with its input and output on S3; returns URIs and expected ids."""
@@ -63,7 +51,7 @@ def s3_run(moto_s3: str, ray_local: None, data_root: Path) -> dict:
     for name, data in loose.items():
         client.put_object(Bucket=bucket, Key=f"in/loose/{name}", Body=data)
     members = {TAR_MEMBERS[0]: voc[3].read_bytes(), TAR_MEMBERS[1]: voc[4].read_bytes()}
-    client.put_object(Bucket=bucket, Key="in/shards/part.tar", Body=_tar(members))
+    client.put_object(Bucket=bucket, Key="in/shards/part.tar", Body=tar_bytes(members))
     cfg = LabelJobConfig(
         input=f"s3://{bucket}/in",
         output=f"s3://{bucket}/out",
