@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import zegclip  # noqa: E402
-from pipeline import decode, encode_stage, schema  # noqa: E402
+from pipeline import decode, encode_stage  # noqa: E402
 from pipeline.config import LabelJobConfig  # noqa: E402
 from pipeline.infer import SegmentationActor  # noqa: E402
 
@@ -113,24 +113,6 @@ def best_of(fns: dict[str, Callable[[], float]], repeats: int) -> dict[str, floa
     return best
 
 
-def decoded_batch(photos: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """``decode_batch``-shaped columns for already decoded photos."""
-    n = len(photos)
-    images = np.empty(n, dtype=object)
-    images[:] = photos
-    return {
-        schema.IMAGE_ID: np.array([f"{i}.jpg" for i in range(n)], dtype=object),
-        schema.SOURCE_URI: np.array([f"file:///{i}.jpg" for i in range(n)], dtype=object),
-        schema.SHARD_ID: np.array(["s"] * n, dtype=object),
-        schema.SHARD_SIZE: np.full(n, n, dtype=np.int64),
-        schema.IMAGE: images,
-        schema.WIDTH: np.array([p.shape[1] for p in photos], dtype=np.int32),
-        schema.HEIGHT: np.array([p.shape[0] for p in photos], dtype=np.int32),
-        schema.STATUS: np.array(["ok"] * n, dtype=object),
-        schema.ERROR: np.array([None] * n, dtype=object),
-    }
-
-
 def actor_level(spec, vocab, emb, photos: list[np.ndarray], batch: int) -> float:
     """Images/s of resize (decode tasks) + actor + encode stage, serially in this process."""
     prepare = zegclip.image_preparer(spec)
@@ -138,7 +120,7 @@ def actor_level(spec, vocab, emb, photos: list[np.ndarray], batch: int) -> float
     actor = SegmentationActor(factory, emb, len(vocab), prepared=True)
 
     def run(chunk: list[np.ndarray]) -> None:
-        raw = actor(decode.prepare_batch(decoded_batch(chunk), prepare))
+        raw = actor(decode.prepare_batch(decode.decoded_batch(chunk), prepare))
         encode_stage.encode_batch(raw.to_pydict(), len(vocab))
 
     return per_batch(run, photos, batch)

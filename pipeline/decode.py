@@ -102,6 +102,28 @@ def _object_array(items: list[object]) -> np.ndarray:
     return out
 
 
+def decoded_batch(images: list[np.ndarray], ids: list[str] | None = None) -> dict[str, np.ndarray]:
+    """``decode_batch``-shaped columns for images already decoded in memory (benchmarks, tests).
+
+    Args:
+        images: (H, W, 3) uint8 RGB arrays.
+        ids: image ids (default ``0.jpg``, ``1.jpg``, ...); sources are ``file:///<id>``.
+    """
+    n = len(images)
+    ids = ids or [f"{i}.jpg" for i in range(n)]
+    return {
+        schema.IMAGE_ID: _object_array(list(ids)),
+        schema.SOURCE_URI: _object_array([f"file:///{i}" for i in ids]),
+        schema.SHARD_ID: _object_array(["s"] * n),
+        schema.SHARD_SIZE: np.full(n, n, dtype=np.int64),
+        schema.IMAGE: _object_array(list(images)),
+        schema.WIDTH: np.array([p.shape[1] for p in images], dtype=np.int32),
+        schema.HEIGHT: np.array([p.shape[0] for p in images], dtype=np.int32),
+        schema.STATUS: _object_array([schema.STATUS_OK] * n),
+        schema.ERROR: _object_array([None] * n),
+    }
+
+
 def decode_batch(batch: dict[str, np.ndarray], max_pixels: int) -> dict[str, np.ndarray]:
     """Ray ``map_batches`` function: bytes -> images, status and error per row.
 

@@ -203,20 +203,7 @@ def test_prepare_actor_encode_stages_reproduce_the_old_actor_rows(families, data
 
     scorer, emb = families["zegot"]
     photos = _photos(data_root)
-    n = len(photos)
-    images = np.empty(n, dtype=object)
-    images[:] = photos
-    batch = {
-        schema.IMAGE_ID: np.array([f"p{i}.jpg" for i in range(n)], dtype=object),
-        schema.SOURCE_URI: np.array([f"file:///p{i}.jpg" for i in range(n)], dtype=object),
-        schema.SHARD_ID: np.array(["s"] * n, dtype=object),
-        schema.SHARD_SIZE: np.full(n, n, dtype=np.int64),
-        schema.IMAGE: images,
-        schema.WIDTH: np.array([p.shape[1] for p in photos], dtype=np.int32),
-        schema.HEIGHT: np.array([p.shape[0] for p in photos], dtype=np.int32),
-        schema.STATUS: np.array(["ok"] * n, dtype=object),
-        schema.ERROR: np.array([None] * n, dtype=object),
-    }
+    batch = decode.decoded_batch(photos, [f"p{i}.jpg" for i in range(len(photos))])
     seen, index = scorer.seen_mask(NAMES), np.arange(5)
     prepared = decode.prepare_batch(
         batch, functools.partial(prepare_image, short_side=scorer.short_side)
