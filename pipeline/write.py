@@ -80,6 +80,19 @@ def label_files(output: str) -> list[str]:
     return [label_uri(output, p) for p in finished_parts(output)]
 
 
+def read_labels(output: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Every row a reader of ``output`` sees: the finished (marked) Parquet files, concatenated.
+
+    Args:
+        columns: column names to read (default: all).
+    """
+    tables = []
+    for uri in label_files(output):
+        fs, path = storage.filesystem_for(uri)
+        tables.append(pq.read_table(path, filesystem=fs, columns=columns))
+    return pa.concat_tables(tables)
+
+
 def read_marker(output: str, part: str) -> dict[str, Any]:
     """Parsed marker of a finished part."""
     return json.loads(storage.read_bytes(marker_uri(output, part)))

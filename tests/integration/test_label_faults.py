@@ -15,17 +15,18 @@ import time
 from pathlib import Path
 
 import boto3
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from fakes import REPO_ROOT
 from s3_fault_proxy import FaultProxy
 
-from pipeline import schema, storage, write
+from pipeline import schema, write
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RUNNER = Path(__file__).with_name("label_subprocess.py")
+
+
+ID_STATUS = [schema.IMAGE_ID, schema.STATUS]  # the columns these tests read
 
 
 def _env(endpoint: str, **extra: str) -> dict[str, str]:
@@ -45,14 +46,6 @@ def _label(input_uri: str, output: str, env: dict[str, str], *flags: str) -> dic
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _rows(output: str) -> pa.Table:
-    tables = []
-    for uri in write.label_files(output):
-        fs, path = storage.filesystem_for(uri)
-        tables.append(pq.read_table(path, filesystem=fs, columns=[schema.IMAGE_ID, schema.STATUS]))
-    return pa.concat_tables(tables)
 
 
 def _upload(moto_s3: str, s3_bucket: str, photos: list[Path]) -> str:
@@ -76,7 +69,7 @@ def test_throttling_and_5xx_lose_and_duplicate_nothing(
     print(f"proxy: {proxy.requests} requests, {proxy.faults} faults")
     assert proxy.faults >= 10 and proxy.faults * 4 <= proxy.requests + 4
     assert result == {"images": 24, "errors": 0}
-    table = _rows(output)
+    table = write.read_labels(output, ID_STATUS)
     ids = table[schema.IMAGE_ID].to_pylist()
     assert len(ids) == len(set(ids)) == 24 and set(table[schema.STATUS].to_pylist()) == {"ok"}
 
@@ -90,7 +83,11 @@ def test_read_that_keeps_failing_is_an_error_row_until_retried(
     try:
         env = _env(proxy.start(), AWS_MAX_ATTEMPTS="2")
         first = _label(input_uri, output, env)
-        errors = [r for r in _rows(output).to_pylist() if r[schema.STATUS] == "error"]
+        errors = [
+            r
+            for r in write.read_labels(output, ID_STATUS).to_pylist()
+            if r[schema.STATUS] == "error"
+        ]
         proxy.fail_paths = ()  # the outage is over
         plain = _label(input_uri, output, env)
         retried = _label(input_uri, output, env, "--retry-errors")
@@ -100,7 +97,7 @@ def test_read_that_keeps_failing_is_an_error_row_until_retried(
     assert [r[schema.IMAGE_ID] for r in errors] == [photos[3].name]
     assert plain["images"] == 0
     assert retried == {"images": 1, "errors": 0}
-    table = _rows(output)
+    table = write.read_labels(output, ID_STATUS)
     assert sorted(table[schema.IMAGE_ID].to_pylist()) == sorted(p.name for p in photos)
     assert set(table[schema.STATUS].to_pylist()) == {"ok"}
 
@@ -155,7 +152,7 @@ def test_sigkill_the_driver_then_rerun_gives_one_row_per_input(
     _reap(final)
     assert final.returncode == 0
     result = json.loads(stdout.decode().strip().splitlines()[-1])
-    ids = _rows(str(output))[schema.IMAGE_ID].to_pylist()
+    ids = write.read_labels(str(output), ID_STATUS)[schema.IMAGE_ID].to_pylist()
     assert len(ids) == len(set(ids)) == 40
     assert result["images"] == 40 - saved  # work marked done before a kill is never redone
     on_disk = sorted(p.name for p in (output / "labels").iterdir())
@@ -215,5 +212,5 @@ def test_killed_actor_is_replaced_and_the_run_completes(tmp_path: Path, data_roo
         _reap(proc)
     assert proc.returncode == 0
     assert json.loads(stdout.decode().strip().splitlines()[-1])["images"] == 40
-    ids = _rows(str(output))[schema.IMAGE_ID].to_pylist()
+    ids = write.read_labels(str(output), ID_STATUS)[schema.IMAGE_ID].to_pylist()
     assert len(ids) == len(set(ids)) == 40

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import boto3
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from ray import cloudpickle
 
@@ -28,6 +27,9 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 CLASSES = ("red", "green", "blue")
 MODEL = {"name": "colour-threshold", "version": 1}
+
+
+ID_STATUS = [schema.IMAGE_ID, schema.STATUS]  # the columns these tests read
 
 
 def _config(input_uri: str, output: str, **kw: object) -> LabelJobConfig:
@@ -43,14 +45,6 @@ def _config(input_uri: str, output: str, **kw: object) -> LabelJobConfig:
         max_error_rate=1.0,
     )
     return replace(base, **kw)
-
-
-def _rows(output: str) -> pa.Table:
-    tables = []
-    for uri in write.label_files(output):
-        fs, path = storage.filesystem_for(uri)
-        tables.append(pq.read_table(path, filesystem=fs, columns=[schema.IMAGE_ID, schema.STATUS]))
-    return pa.concat_tables(tables)
 
 
 def _checksums(client, bucket: str) -> dict[str, str]:
@@ -99,14 +93,14 @@ def test_growing_bucket_labels_only_new_images(
     assert run["counts"]["images"] == 20 and run["output_totals"]["images"] == 80
     after = _checksums(client, bucket)
     assert {k: after[k] for k in before} == before  # earlier files untouched
-    new_ids = _rows(output).filter(
+    new_ids = write.read_labels(output, ID_STATUS).filter(
         pa.compute.is_in(
-            _rows(output)[schema.IMAGE_ID],
+            write.read_labels(output, ID_STATUS)[schema.IMAGE_ID],
             pa.array(sorted(later)),
         )
     )
     assert new_ids.num_rows == 20
-    ids = _rows(output)[schema.IMAGE_ID].to_pylist()
+    ids = write.read_labels(output, ID_STATUS)[schema.IMAGE_ID].to_pylist()
     assert len(ids) == len(set(ids)) == 80 and set(ids) == {p.name for p in photos}
 
     third = run_label_job(cfg, colour_factory, counting_encoder, MODEL)
@@ -135,7 +129,7 @@ def test_retry_errors_replaces_error_rows(
     assert plain.images == 0  # an error row is a row: only --retry-errors relabels it
     retry = run_label_job(replace(cfg, retry_errors=True), colour_factory, counting_encoder, MODEL)
     assert (retry.images, retry.errors) == (1, 0)
-    table = _rows(output)
+    table = write.read_labels(output, ID_STATUS)
     assert sorted(table[schema.IMAGE_ID].to_pylist()) == sorted(p.name for p in photos)
     assert set(table[schema.STATUS].to_pylist()) == {"ok"}
     assert _run_json(output)["output_totals"] == {
@@ -167,7 +161,7 @@ def test_every_input_is_labelled_or_named(
     cfg = _config(str(src), output, exclude="tmp/*")
 
     summary = run_label_job(cfg, colour_factory, counting_encoder, MODEL)
-    table = _rows(output)
+    table = write.read_labels(output, ID_STATUS)
     assert sorted(table[schema.IMAGE_ID].to_pylist()) == sorted(images)
     assert set(table[schema.STATUS].to_pylist()) == {"ok"}
     run = _run_json(output)

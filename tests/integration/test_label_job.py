@@ -131,15 +131,6 @@ def _config(dataset: dict, output: str, **kw: object) -> LabelJobConfig:
     return replace(base, **kw)
 
 
-def _read_output(output: str) -> pa.Table:
-    """Every row a reader sees: the Parquet files the markers list."""
-    tables = []
-    for uri in write.label_files(output):
-        fs, path = storage.filesystem_for(uri)
-        tables.append(pq.read_table(path, filesystem=fs))
-    return pa.concat_tables(tables)
-
-
 def _marker_run_ids(output: str) -> dict[str, str]:
     return {p: m["run_id"] for p, m in write.read_markers(output).items()}
 
@@ -152,7 +143,7 @@ def test_s3_end_to_end_rows_errors_masks_stats(
     summary = run_label_job(cfg, colour_factory, counting_encoder, MODEL)
 
     assert counting_encoder.calls == 1
-    table = _read_output(output)
+    table = write.read_labels(output)
     ids = table[schema.IMAGE_ID].to_pylist()
     assert len(ids) == len(set(ids)) == len(dataset["sizes"]) + len(dataset["errors"])
     errors = {r[schema.IMAGE_ID]: r for r in table.to_pylist() if r[schema.STATUS] == "error"}
@@ -209,14 +200,14 @@ def test_rerun_skips_finished_shards_and_overwrite_redoes(
     again = run_label_job(_config(dataset, output), colour_factory, counting_encoder, MODEL)
     assert again.images == again.parts_written == 0 and again.already_labelled == first.images
     assert _marker_run_ids(output) == runs_before
-    assert _read_output(output).num_rows == first.images
+    assert write.read_labels(output).num_rows == first.images
 
     redo = run_label_job(
         _config(dataset, output, overwrite=True), colour_factory, counting_encoder, MODEL
     )
     assert redo.images == first.images and redo.already_labelled == 0
     assert set(_marker_run_ids(output).values()) == {redo.run_id}
-    table = _read_output(output)
+    table = write.read_labels(output)
     assert table.num_rows == first.images
     assert len(set(table[schema.IMAGE_ID].to_pylist())) == first.images
 
@@ -260,7 +251,7 @@ def test_interrupted_run_resumes_without_duplicates(
     resumed = run_label_job(cfg, colour_factory, counting_encoder, MODEL)
     assert resumed.already_labelled == saved
     assert resumed.images == total - saved
-    table = _read_output(output)
+    table = write.read_labels(output)
     ids = table[schema.IMAGE_ID].to_pylist()
     assert len(ids) == len(set(ids)) == total
     on_disk = list((tmp_path / "out" / "labels").glob("*.parquet"))
