@@ -73,6 +73,25 @@ def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     return _other(scheme), path
 
 
+def s3_client():
+    """A botocore S3 client for the requests pyarrow cannot make (conditional writes), built from
+    the same ``AWS_*`` variables as :func:`filesystem_for`; cached per process."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+    return _botocore_s3(endpoint, region, _max_attempts())
+
+
+@functools.lru_cache(maxsize=8)
+def _botocore_s3(endpoint: str | None, region: str | None, max_attempts: int):
+    import botocore.config
+    import botocore.session
+
+    config = botocore.config.Config(retries={"max_attempts": max_attempts, "mode": "standard"})
+    return botocore.session.get_session().create_client(
+        "s3", endpoint_url=endpoint, region_name=region or "us-east-1", config=config
+    )
+
+
 def _max_attempts() -> int:
     text = os.environ.get("AWS_MAX_ATTEMPTS", "")
     return int(text) if text.strip().isdigit() and int(text) >= 1 else S3_MAX_ATTEMPTS
