@@ -8,9 +8,15 @@ Usage::
 Runs on an embedded local Ray unless ``RAY_ADDRESS`` is set (as ``ray job submit`` does).
 S3 endpoint and credentials come only from the standard ``AWS_*`` environment variables.
 
+One run owns an output at a time (lease ``<output>/_lease.json``, see docs/incremental.md): a
+run started while another live run holds the output does nothing and exits 75, or waits for it
+with ``--if-busy wait``.
+
 Exit codes: 0 done; 2 configuration error (nothing was processed); 3 error rows above
-``--max-error-rate`` (outputs are written). Other failures (e.g. preemption) exit 1; re-running
-the same command resumes from the last finished shard.
+``--max-error-rate`` (outputs are written); 4 lease lost: another run took the output over and
+this one stopped writing; 75 skipped, output busy (EX_TEMPFAIL: another live run holds
+``--output``; nothing was planned, deleted or written). Other failures (e.g. preemption) exit 1;
+re-running the same command resumes from the last finished shard.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ if str(REPO_ROOT) not in sys.path:  # `python jobs/label.py` puts jobs/, not the
     sys.path.insert(0, str(REPO_ROOT))
 
 from jobs.flags import add_dataclass_flags  # noqa: E402
+from pipeline import lease as leases  # noqa: E402
 from pipeline import storage  # noqa: E402
 from pipeline.config import (  # noqa: E402
     FIELD_HELP,
@@ -38,7 +45,13 @@ from pipeline.config import (  # noqa: E402
     config_from_mapping,
     load_config_file,
 )
-from pipeline.run import init_ray, plan_job, run_label_job, shutdown_on_signals  # noqa: E402
+from pipeline.run import (  # noqa: E402
+    hold_output,
+    init_ray,
+    plan_job,
+    run_label_job,
+    shutdown_on_signals,
+)
 
 logger = logging.getLogger("jobs.label")
 
@@ -53,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         argument_default=argparse.SUPPRESS,  # only flags given on the command line override
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit codes: 0 ok, 2 configuration error, 3 error rate above --max-error-rate.",
+        epilog="Exit codes: 0 ok, 2 configuration error, 3 error rate above --max-error-rate, "
+        "4 lease lost (another run took --output over), 75 skipped: --output busy (another "
+        "live run holds its lease; nothing done).",
     )
     parser.add_argument("--config", help="JSON or YAML file with flag values; flags override it")
     parser.add_argument(
@@ -149,7 +164,8 @@ def make_spec(cfg: LabelJobConfig) -> Any:
     )
 
 
-def _prepare(argv: list[str] | None) -> tuple[LabelJobConfig, Any, Any, dict, Any]:
+def _prepare(argv: list[str] | None) -> tuple[LabelJobConfig, Any, Any, dict]:
+    """Config, vocabulary, model spec and description; storage is planned under the lease."""
     cfg = resolve_config(argv)
     review_dir(argv, cfg)  # checked before any work
     vocab = load_vocab(cfg.vocab)
@@ -157,7 +173,7 @@ def _prepare(argv: list[str] | None) -> tuple[LabelJobConfig, Any, Any, dict, An
     spec = make_spec(cfg)
     _zegclip().check_spec(spec, vocab)
     model = _zegclip().describe(spec)
-    return cfg, vocab, spec, model, plan_job(cfg, model)
+    return cfg, vocab, spec, model
 
 
 def _init_local_ray(cfg: LabelJobConfig) -> None:
@@ -173,19 +189,32 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        cfg, vocab, spec, model, plan = _prepare(argv)
+        cfg, vocab, spec, model = _prepare(argv)
     except (ConfigError, FileNotFoundError, ValueError) as e:  # VocabularyError is a ValueError
         logger.error("configuration error: %s", e)
         return EXIT_CONFIG
     logger.info("config: %s", json.dumps(cfg.to_dict(), sort_keys=True))
     review = review_dir(argv, cfg)  # validated in _prepare
-    with shutdown_on_signals():  # SIGINT/SIGTERM: stop the local Ray; finished parts are kept
-        return _run(cfg, vocab, spec, model, plan, review)
+    # SIGINT/SIGTERM: release the lease, stop the local Ray; finished parts are kept
+    with shutdown_on_signals():
+        try:
+            with hold_output(cfg) as lease:
+                return _run(cfg, vocab, spec, model, lease, review)
+        except ConfigError as e:
+            logger.error("configuration error: %s", e)
+            return EXIT_CONFIG
+        except leases.OutputBusy as e:
+            logger.warning("%s", e)
+            return leases.EXIT_BUSY
+        except leases.LeaseLost as e:
+            logger.error("lease lost: %s (exit %d)", e, leases.EXIT_LEASE_LOST)
+            return leases.EXIT_LEASE_LOST
 
 
 def _run(
-    cfg: LabelJobConfig, vocab: Any, spec: Any, model: dict, plan: Any, review: str | None
+    cfg: LabelJobConfig, vocab: Any, spec: Any, model: dict, lease: Any, review: str | None
 ) -> int:
+    plan = plan_job(cfg, model)  # under the lease: no other run changes the output meanwhile
     _init_local_ray(cfg)
     zegclip = _zegclip()
     try:
@@ -196,6 +225,7 @@ def _run(
             model,
             plan=plan,
             prepare_image=zegclip.image_preparer(spec),
+            lease=lease,
         )
     except (zegclip.WeightsError, zegclip.CheckpointError) as e:  # raised before any image
         logger.error("configuration error: %s", e)
@@ -204,7 +234,8 @@ def _run(
     if review is not None:
         from pipeline.review import build_report
 
-        print(f"review report: {build_report(cfg.output, review).index}")
+        with leases.hold(review, job="review", ttl_s=cfg.lease_ttl, if_busy="wait"):
+            print(f"review report: {build_report(cfg.output, review).index}")
     if summary.error_rate > cfg.max_error_rate:
         logger.error(
             "error rate %.3f exceeds --max-error-rate %.3f; see run.json first_errors",

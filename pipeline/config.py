@@ -55,6 +55,9 @@ class LabelJobConfig:
     precision: str = "auto"
     compile: bool = False
     dashboard: bool = False
+    if_busy: str = "exit"
+    wait_timeout: float = 3600.0
+    lease_ttl: float = 300.0
 
     @property
     def actor_pool_size(self) -> tuple[int, int] | None:
@@ -112,6 +115,11 @@ FIELD_HELP: dict[str, str] = {
     "compile": "torch.compile the model forward, warmed up once per actor (GPU)",
     "dashboard": "start the Ray dashboard web UI with the embedded local Ray (ignored when "
     "RAY_ADDRESS is set)",
+    "if_busy": "when another live run holds --output's lease: 'exit' (code 75, nothing done) or "
+    "'wait' for it (up to --wait-timeout); see docs/incremental.md",
+    "wait_timeout": "seconds --if-busy wait waits for the lease before exiting with code 75",
+    "lease_ttl": "seconds without renewal after which a run's lease on --output is stale and "
+    "the next run takes it over (renewed every TTL/4)",
 }
 
 REQUIRED = ("input", "output", "vocab")
@@ -230,6 +238,9 @@ def validate(cfg: LabelJobConfig) -> None:
         cfg.precision in ("auto", "fp32", "bf16", "fp16"),
         "--precision must be auto, fp32, bf16 or fp16.",
     )
+    _check(cfg.if_busy in ("exit", "wait"), "--if-busy must be exit or wait.")
+    _check(0 <= cfg.wait_timeout < math.inf, "--wait-timeout must be >= 0 seconds and finite.")
+    _check(1 <= cfg.lease_ttl < math.inf, "--lease-ttl must be >= 1 second and finite.")
     if storage.is_within(cfg.output, cfg.input):
         raise ConfigError(
             f"--output {cfg.output} lies inside --input {cfg.input}; outputs would be read back "

@@ -14,6 +14,9 @@ Stages (all ``map_batches`` calls of the project live here):
 
 Planning reads the output's markers (``done.load_done``), so a re-run labels only images
 without a row (``--retry-errors``: or with an error row), whatever was added in between.
+
+One run owns an output at a time (``pipeline.lease``): the lease is taken before planning,
+checked before every deletion and by the writers before each Parquet file and marker.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +34,8 @@ import numpy as np
 import ray
 
 from pipeline import decode, encode_stage, read, schema, write
-from pipeline.config import LabelJobConfig
+from pipeline import lease as leases
+from pipeline.config import LabelJobConfig, validate
 from pipeline.infer import SegmentationActor
 from pipeline.local_ray import init_ray, shutdown_on_signals
 from pipeline.plan import JobPlan, plan_job
@@ -230,11 +235,30 @@ def _call(fn: VocabularyEncoder) -> np.ndarray:
     return fn()
 
 
-def _consume(ds: ray.data.Dataset, plan: JobPlan, summary: JobSummary) -> None:
-    """Drain the stream of per-part records (a few hundred bytes each) into ``summary``."""
+def _consume(ds: ray.data.Dataset, plan: JobPlan, summary: JobSummary, lease: leases.Lease) -> None:
+    """Drain the stream of per-part records (a few hundred bytes each) into ``summary``.
+
+    Raises:
+        LeaseLost: the lease was taken over (the writers refuse to write, the driver stops).
+    """
+    try:
+        _drain(ds, plan, summary, lease)
+    except leases.LeaseLost:
+        raise
+    except Exception as e:  # a writer's LeaseLost arrives wrapped in Ray's task errors
+        try:
+            lease.check()
+        except leases.LeaseLost as lost:
+            raise lost from e
+        raise
+
+
+def _drain(ds: ray.data.Dataset, plan: JobPlan, summary: JobSummary, lease: leases.Lease) -> None:
     progress = ProgressLog(plan.expected_images)
     # prefetch_batches=0: records reach the driver (and the log) as soon as a part is written.
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        if lease.lost.is_set():
+            lease.check()
         for record in table.to_pylist():
             progress.part_done(record["part"], record["rows"], record["errors"])
             summary.parts_written += 1
@@ -244,14 +268,38 @@ def _consume(ds: ray.data.Dataset, plan: JobPlan, summary: JobSummary) -> None:
             summary.first_errors.extend(json.loads(record["first_errors"])[:room])
 
 
-def drop_superseded(output: str, stale: dict[str, set[str]], num_classes: int) -> None:
+def drop_superseded(
+    output: str,
+    stale: dict[str, set[str]],
+    num_classes: int,
+    lease: leases.LeaseToken | None = None,
+) -> None:
     """Rewrite parts whose rows a newer part supersedes, in Ray tasks (see ``write.drop_rows``)."""
     if not stale:
         return
     task = ray.remote(num_cpus=WRITE_CPUS)(write.drop_rows)
-    refs = [task.remote(output, p, sorted(ids), num_classes) for p, ids in stale.items()]
+    refs = [task.remote(output, p, sorted(ids), num_classes, lease) for p, ids in stale.items()]
     ray.get(refs)
     logger.info("dropped superseded rows from %d earlier parts", len(refs))
+
+
+@contextmanager
+def hold_output(cfg: LabelJobConfig) -> Iterator[leases.Lease]:
+    """The lease on ``--output`` for one run (``--if-busy``, ``--wait-timeout``, ``--lease-ttl``).
+
+    Raises:
+        ConfigError: invalid values (checked before the lease is taken).
+        OutputBusy: another live run holds it.
+    """
+    validate(cfg)
+    with leases.hold(
+        cfg.output,
+        job="label",
+        ttl_s=cfg.lease_ttl,
+        if_busy=cfg.if_busy,
+        wait_timeout_s=cfg.wait_timeout,
+    ) as lease:
+        yield lease
 
 
 def run_label_job(
@@ -262,6 +310,7 @@ def run_label_job(
     *,
     plan: JobPlan | None = None,
     prepare_image: ImagePreparer | None = None,
+    lease: leases.Lease | None = None,
 ) -> JobSummary:
     """Run the job end to end and write ``run.json`` and ``class_stats.parquet``.
 
@@ -270,16 +319,30 @@ def run_label_job(
         predictor_factory: called once per actor with the vocabulary embedding.
         encode_vocabulary: called once, on the driver.
         model: JSON-serialisable model description for metadata.
-        plan: from :func:`plan_job`; planned here when omitted.
+        plan: from :func:`plan_job`, made while holding ``lease``; planned here when omitted.
         prepare_image: the model's picklable CPU preprocessing, run in the decode tasks; the
             predictor then gets ``predict(images, sizes)`` (see ``pipeline.predictor``).
+        lease: the held lease on ``cfg.output`` (:func:`hold_output`); taken here when omitted.
 
     Raises:
         ConfigError: see :func:`plan_job`.
+        OutputBusy: another live run holds the output (only when ``lease`` is omitted).
+        LeaseLost: another run took the lease over; this run stopped writing.
     """
+    if lease is None:
+        with hold_output(cfg) as held:
+            return run_label_job(
+                cfg,
+                predictor_factory,
+                encode_vocabulary,
+                model,
+                plan=plan,
+                prepare_image=prepare_image,
+                lease=held,
+            )
     start = time.monotonic()
     plan = plan or plan_job(cfg, model)
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    run_id = lease.run_id
     summary = _new_summary(run_id, cfg, plan)
     logger.info(
         "run %s: %d shards to read (%s images), %d images already labelled, %d other files",
@@ -289,13 +352,14 @@ def run_label_job(
         plan.num_done,
         len(plan.listing.other),
     )
+    lease.check()  # deletions only by the holder
     if cfg.overwrite:
         write.clear_outputs(cfg.output)
     else:
         for name in write.remove_orphans(cfg.output):
             logger.info("removed %s: written by a killed run, never marked done", name)
     init_ray()
-    drop_superseded(cfg.output, plan.stale, len(cfg.class_names))
+    drop_superseded(cfg.output, plan.stale, len(cfg.class_names), lease.token)
     t_vocab = time.monotonic()
     embeddings = _encode_vocabulary(encode_vocabulary)
     summary.vocabulary_s = time.monotonic() - t_vocab
@@ -309,14 +373,16 @@ def run_label_job(
                 "schema_version": schema.SCHEMA_VERSION,
             },
             "num_classes": len(cfg.class_names),
+            "lease": lease.token,
         }
         ds = build_dataset(
             cfg, plan.shards, predictor_factory, ray.put(embeddings), write_kwargs, prepare_image
         )
         t0 = time.monotonic()
-        _consume(ds, plan, summary)
+        _consume(ds, plan, summary, lease)
         summary.pipeline_s = time.monotonic() - t0
-        drop_superseded(cfg.output, plan.retried, len(cfg.class_names))
+        drop_superseded(cfg.output, plan.retried, len(cfg.class_names), lease.token)
+    lease.check()
     _finish(cfg, model, summary, start)
     return summary
 

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import schema, storage
+from pipeline.lease import LeaseToken
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,11 @@ def read_markers(output: str) -> dict[str, dict[str, Any]]:
 
 def remove_orphans(output: str) -> list[str]:
     """Delete Parquet files without a marker (a run killed between the two writes) and
-    leftover temporary files. Assumes no other run writes to ``output`` at the same time.
+    leftover temporary files. Only the holder of the output's lease calls this.
+
+    A marker that appears after its file was deleted (a writer of a run whose lease was taken
+    over, caught between its lease check and its marker write) is deleted too, so no marker
+    is ever left without its Parquet file.
 
     Returns:
         The deleted file names.
@@ -120,12 +125,19 @@ def remove_orphans(output: str) -> list[str]:
     orphans = [u for u in uris if u.rsplit("/", 1)[-1] not in done]
     for uri in orphans:
         storage.delete_file(uri)
-    return [u.rsplit("/", 1)[-1] for u in orphans]
+    names = [u.rsplit("/", 1)[-1] for u in orphans]
+    for part in set(finished_parts(output)) & {n.removesuffix(".parquet") for n in names}:
+        logger.warning("%s: marked by a run that lost its lease, after cleanup; removed", part)
+        storage.delete_file(marker_uri(output, part))
+    return names
 
 
 def clear_outputs(output: str) -> None:
-    """Delete everything a previous run wrote under ``output`` (used by ``--overwrite``)."""
-    for name in (LABELS_DIR, MARKERS_DIR):
+    """Delete everything a previous run wrote under ``output`` (used by ``--overwrite``).
+
+    Markers go first: a run killed part-way leaves unmarked Parquet files (orphans, removed by
+    the next run), never a marker without its file."""
+    for name in (MARKERS_DIR, LABELS_DIR):
         storage.delete_tree(storage.join(output, name))
     for name in (RUN_FILE, CLASS_STATS_FILE):
         storage.delete_file(storage.join(output, name))
@@ -168,7 +180,13 @@ def part_class_stats(table: pa.Table, num_classes: int) -> dict[str, list[float]
     }
 
 
-def write_part_files(output: str, part: str, table: pa.Table, marker: dict[str, Any]) -> None:
+def write_part_files(
+    output: str,
+    part: str,
+    table: pa.Table,
+    marker: dict[str, Any],
+    fence: Callable[[], None] | None = None,
+) -> None:
     """Write ``labels/<part>.parquet`` and then its marker.
 
     Args:
@@ -176,10 +194,16 @@ def write_part_files(output: str, part: str, table: pa.Table, marker: dict[str, 
         part: part name (file stem).
         table: rows with the output schema.
         marker: JSON fields for the marker (run id, fingerprint, ids, counts, class stats).
+        fence: called before each of the two writes; raises when the run lost its lease
+            (``pipeline.lease.LeaseToken.verify``).
     """
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf, compression="zstd")
+    if fence is not None:
+        fence()
     storage.write_bytes(label_uri(output, part), buf.getvalue().to_pybytes())
+    if fence is not None:
+        fence()
     storage.write_bytes(marker_uri(output, part), json.dumps(marker).encode())
 
 
@@ -218,6 +242,7 @@ def write_part(
     out_schema: pa.Schema,
     marker_base: dict[str, Any],
     num_classes: int,
+    lease: LeaseToken | None = None,
 ) -> pa.Table:
     """Ray ``map_batches`` function of the write stage (runs in a worker).
 
@@ -227,6 +252,7 @@ def write_part(
         out_schema: from ``schema.output_schema``.
         marker_base: run id, fingerprint, schema version.
         num_classes: C.
+        lease: the run's lease, verified before the Parquet file and before the marker.
 
     Returns:
         One small row for the driver: ``part``, ``rows``, ``errors`` and ``first_errors``
@@ -243,7 +269,7 @@ def write_part(
         "written_at": datetime.now(UTC).isoformat(),
         **part_marker(table, sources, num_classes),
     }
-    write_part_files(output, part, table, marker)
+    write_part_files(output, part, table, marker, lease.verify if lease else None)
     errors = table.filter(pc.equal(table[schema.STATUS], schema.STATUS_ERROR))
     first = errors.select([schema.IMAGE_ID, schema.SOURCE_URI, schema.ERROR]).slice(
         0, MAX_ERRORS_PER_PART
@@ -258,7 +284,13 @@ def write_part(
     )
 
 
-def drop_rows(output: str, part: str, image_ids: Sequence[str], num_classes: int) -> None:
+def drop_rows(
+    output: str,
+    part: str,
+    image_ids: Sequence[str],
+    num_classes: int,
+    lease: LeaseToken | None = None,
+) -> None:
     """Remove superseded rows from a finished part: rewrite its Parquet file (atomic replace),
     then its marker; when no row is left, delete the marker first, then the file.
 
@@ -267,19 +299,23 @@ def drop_rows(output: str, part: str, image_ids: Sequence[str], num_classes: int
         part: part name.
         image_ids: ids whose rows a newer part holds.
         num_classes: C.
+        lease: the run's lease, verified before each write or delete.
     """
+    fence = lease.verify if lease else None
     marker = read_marker(output, part)
     table = pq.read_table(pa.BufferReader(storage.read_bytes(label_uri(output, part))))
     keep = pc.invert(pc.is_in(table[schema.IMAGE_ID], pa.array(list(image_ids), pa.string())))
     table = table.filter(keep)
     if table.num_rows == 0:
+        if fence is not None:
+            fence()
         storage.delete_file(marker_uri(output, part))
         storage.delete_file(label_uri(output, part))
         return
     kept = set(table[schema.SHARD_ID].to_pylist())
     sources = {s: n for s, n in marker["sources"].items() if s in kept}
     marker.update(part_marker(table, sources, num_classes))
-    write_part_files(output, part, table, marker)
+    write_part_files(output, part, table, marker, fence)
 
 
 def class_stats_table(class_names: Sequence[str], markers: Sequence[dict[str, Any]]) -> pa.Table:

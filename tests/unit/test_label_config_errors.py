@@ -86,6 +86,9 @@ WRONG: dict[str, list[list[str]]] = {
     "--method": [["--method", "nosuchmethod"]],
     "--device": [["--device", "tpu"]],
     "--precision": [["--precision", "fp8"]],
+    "--if-busy": [["--if-busy", "skip"]],
+    "--wait-timeout": [["--wait-timeout", "-1"], ["--wait-timeout", "inf"]],
+    "--lease-ttl": [["--lease-ttl", "0.5"], ["--lease-ttl", "nan"]],
 }
 
 
@@ -177,8 +180,8 @@ def run_in_process(argv: list[str], capsys, caplog, monkeypatch) -> tuple[int, s
 
 
 def test_valid_baseline_passes_every_check(files) -> None:
-    _, _, _, _, plan = label_job._prepare(valid_argv(files))
-    assert len(plan.shards) == 1
+    cfg, _, _, model = label_job._prepare(valid_argv(files))
+    assert len(label_job.plan_job(cfg, model).shards) == 1
     weights = ["--clip-weights", files["clip_weights"], "--clip-pretrained", "openai"]
     label_job._prepare(valid_argv(files) + weights)  # weights that fit the tiny model
 
