@@ -228,8 +228,13 @@ class Lease:
                     logger.warning(
                         "took over the lease %s from %s: %s", self.uri, describe(snap.body), reason
                     )
-                logger.info("lease %s taken by run %s (generation %d, TTL %.0f s)",
-                            self.uri, self.run_id, generation, self.ttl_s)  # fmt: skip
+                logger.info(
+                    "lease %s taken by run %s (generation %d, TTL %.0f s)",
+                    self.uri,
+                    self.run_id,
+                    generation,
+                    self.ttl_s,
+                )
                 return None
         raise OSError(f"{self.uri}: could not take the lease after 5 races")
 

@@ -87,8 +87,16 @@ def test_of_many_simultaneous_runs_exactly_one_gets_the_lease(output: str) -> No
 
 def _foreign_lease(output: str, ttl_s: float) -> None:
     """A held lease of a run on another host that stopped renewing it."""
-    body = {"run_id": "dead-run", "job": "label", "host": "elsewhere", "pid": 1,
-            "ttl_s": ttl_s, "generation": 7, "state": "held", "write_id": "x"}  # fmt: skip
+    body = {
+        "run_id": "dead-run",
+        "job": "label",
+        "host": "elsewhere",
+        "pid": 1,
+        "ttl_s": ttl_s,
+        "generation": 7,
+        "state": "held",
+        "write_id": "x",
+    }
     storage.write_bytes(lease_uri(output), json.dumps(body).encode())
 
 
