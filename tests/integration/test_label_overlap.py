@@ -188,7 +188,8 @@ def test_killed_holder_is_taken_over_and_the_next_run_finishes(
     finally:
         first.reap()
     taken = second.log_time("took over the lease")
-    assert "has exited" in second.stderr() or "not renewed" in second.stderr()
+    log = "".join(second.err)
+    assert "has exited" in log or "not renewed" in log
     assert second.result()["images"] == len(photos) - saved  # marked work is never redone
     by_run = _check_output(output, len(photos))
     assert set(by_run) <= {second.run_id(), *by_run} and len(by_run) == 2

@@ -143,7 +143,8 @@ def test_cluster_specs_are_identical() -> None:
 def test_rayjob_cleans_up_and_runs_the_entrypoint() -> None:
     doc = _one("rayjob-label.yaml", "RayJob")
     spec = doc["spec"]
-    assert doc["metadata"]["generateName"] == "zegclip-label-"  # a new object per run
+    # a fixed name: creating a second run fails while one exists, so scheduled runs never overlap
+    assert doc["metadata"]["name"] == "zegclip-label" and "generateName" not in doc["metadata"]
     assert spec["shutdownAfterJobFinishes"] is True
     assert 0 < spec["ttlSecondsAfterFinished"] <= 3600
     assert 0 < spec["activeDeadlineSeconds"] < 24 * 3600  # ends before the next daily run
