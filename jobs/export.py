@@ -12,7 +12,11 @@ brush pre-annotations), fiftyone (ImageSegmentationDirectory). Image file names 
 from the input: each image id maps to a safe, collision-free name, listed in image_names.jsonl.
 Re-running skips shards already exported. See docs/export.md.
 
-Exit codes: 0 done; 2 configuration error (nothing was written).
+One export at a time per ``--out`` (lease ``<out>/_lease.json``, as for jobs/label.py): a second
+export into the same folder while one runs does nothing and exits 75.
+
+Exit codes: 0 done; 2 configuration error (nothing was written); 75 skipped: another live
+export holds ``--out`` (``--if-busy wait`` waits for it instead).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/export.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
+from pipeline import lease as leases  # noqa: E402
 from pipeline import storage  # noqa: E402
 from pipeline.export import options, runner  # noqa: E402
 
@@ -75,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--ray", action="store_true", help="run one Ray task per shard")
     p.add_argument("--overwrite", action="store_true", help="delete --out's contents first")
+    p.add_argument(
+        "--if-busy",
+        choices=leases.IF_BUSY_CHOICES,
+        default="exit",
+        help="another export writes --out: exit (code 75) or wait for it (up to an hour)",
+    )
     return p
 
 
@@ -94,6 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         classes=options.parse_class_entries(args.classes, _read_text_if_file),
         val_fraction=args.split,
     )
+    if storage.is_within(args.out, args.run):  # checked again in plan_export; no lease file
+        logger.error("configuration error: --out must not be inside RUN")
+        return EXIT_CONFIG
+    try:
+        with leases.hold(args.out, job="export", if_busy=args.if_busy):
+            return _export(args, opts)
+    except leases.OutputBusy as e:
+        logger.warning("%s", e)
+        return leases.EXIT_BUSY
+
+
+def _export(args: argparse.Namespace, opts: options.ExportOptions) -> int:
+    """Plan (``--overwrite`` deletes here) and run the export; the caller holds the lease."""
     try:
         plan = runner.plan_export(args.run, args.format, args.out, opts, overwrite=args.overwrite)
     except (options.OptionError, FileNotFoundError) as e:

@@ -9,12 +9,16 @@ The report shows the run summary, per-class pixel and image counts, a histogram 
 confidence, overlays of the least confident images and the error rows. Only ``--sample`` images
 are fetched and drawn, so its cost does not grow with the run. See docs/review.md.
 
-Exit codes: 0 done; 2 configuration error (no run at RUN, --out not local, bad numbers).
+One report writer at a time per ``--out`` (lease ``<out>/_lease.json``): a second one exits 75.
+
+Exit codes: 0 done; 2 configuration error (no run at RUN, --out not local, bad numbers); 75
+skipped: another live report writer holds ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -23,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/review.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
+from pipeline import lease as leases  # noqa: E402
+from pipeline import storage  # noqa: E402
 from pipeline.review import (  # noqa: E402
     DEFAULT_MAX_ERRORS,
     DEFAULT_SAMPLE,
@@ -58,14 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     args = build_parser().parse_args(argv)
+    local = storage.split_uri(args.out)[0] == "file"  # else build_report refuses --out
     try:
-        result = build_report(
-            args.run,
-            args.out,
-            sample=args.sample,
-            max_errors=args.max_errors,
-            workers=args.workers,
-        )
+        with leases.hold(args.out, job="review") if local else contextlib.nullcontext():
+            result = build_report(
+                args.run,
+                args.out,
+                sample=args.sample,
+                max_errors=args.max_errors,
+                workers=args.workers,
+            )
+    except leases.OutputBusy as e:
+        logger.warning("%s", e)
+        return leases.EXIT_BUSY
     except (RunNotFoundError, ValueError) as e:
         logger.error("configuration error: %s", e)
         return EXIT_CONFIG

@@ -24,6 +24,7 @@ from types import ModuleType
 
 from pipeline import storage
 from pipeline.export import coco, cvat, fiftyone, hf, labelstudio, mmseg, names, options, rows
+from pipeline.lease import LEASE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -91,14 +92,21 @@ def plan_export(
 
 
 def _clear_export(out: str) -> None:
-    """Delete a previous export; refuse a non-empty folder that is not one (a mistyped --out)."""
+    """Delete a previous export; refuse a non-empty folder that is not one (a mistyped --out).
+    The export's lease (``_lease.json``, held by this export) is kept."""
     try:
         files = storage.list_files(out)
     except FileNotFoundError:
         return
-    if files and not storage.exists(names.out_uri(out, CONFIG_FILE)):
+    scheme, root = storage.split_uri(out)
+    rels = [storage.split_uri(f)[1][len(root.rstrip("/")) + 1 :] for f in files]
+    rels = [r for r in rels if r != LEASE_FILE]
+    if rels and not storage.exists(names.out_uri(out, CONFIG_FILE)):
         raise options.OptionError(f"--overwrite: {out} is not an export folder; not deleting it")
-    storage.delete_tree(out)
+    for top in sorted({r.split("/", 1)[0] for r in rels if "/" in r}):
+        storage.delete_tree(storage.join(out, top))
+    for name in (r for r in rels if "/" not in r):
+        storage.delete_file(storage.join(out, name))
 
 
 def _config(plan: ExportPlan) -> dict:
