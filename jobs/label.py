@@ -212,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(
-    cfg: LabelJobConfig, vocab: Any, spec: Any, model: dict, lease: Any, review: str | None
+    cfg: LabelJobConfig,
+    vocab: Any,
+    spec: Any,
+    model: dict,
+    lease: leases.Lease,
+    review: str | None,
 ) -> int:
     plan = plan_job(cfg, model)  # under the lease: no other run changes the output meanwhile
     _init_local_ray(cfg)
