@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,18 @@ def _parse(data: bytes) -> dict[str, Any]:
     return body if isinstance(body, dict) else {"state": "unreadable"}
 
 
+def _server_time(date: str) -> datetime:
+    """The server's clock from a ``Date`` header; this machine's clock when it does not parse
+    (a proxy may add a second ``Date``: botocore then joins both with ", ")."""
+    for text in (date, date[:29]):  # "Thu, 03 Dec 2026 18:43:56 GMT" is 29 characters
+        try:
+            parsed = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            continue
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class S3Store:
     """The lease as an S3 object, written with conditional PUTs."""
@@ -84,7 +97,7 @@ class S3Store:
             raise OSError(f"s3://{self.bucket}/{self.key}: {e}") from e
         except BotoCoreError as e:
             raise OSError(f"s3://{self.bucket}/{self.key}: {e}") from e
-        now = parsedate_to_datetime(reply["ResponseMetadata"]["HTTPHeaders"]["date"])
+        now = _server_time(reply["ResponseMetadata"]["HTTPHeaders"].get("date", ""))
         age = (now - reply["LastModified"]).total_seconds()
         return Snapshot(_parse(data), reply["ETag"], max(age, 0.0))
 

@@ -249,3 +249,11 @@ def test_stale_lock_file_is_broken(tmp_path: Path) -> None:
     assert store.swap(b'{"state": "released"}', version) is not None
     assert not lock.exists()
     assert store.read().body == {"state": "released"}
+
+
+def test_server_time_survives_a_doubled_date_header() -> None:
+    """A proxy that adds its own ``Date`` makes botocore join two values with ", "."""
+    one = "Thu, 03 Dec 2026 18:43:56 GMT"
+    parsed = lease_store._server_time(f"{one}, Thu, 03 Dec 2026 18:43:57 GMT")
+    assert parsed.isoformat() == "2026-12-03T18:43:56+00:00"
+    assert lease_store._server_time("garbage").tzinfo is not None  # this machine's clock
