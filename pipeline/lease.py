@@ -338,6 +338,13 @@ def hold(
     """
     lease = Lease(output, job=job, ttl_s=ttl_s, run_id=run_id)
     lease.acquire(if_busy, wait_timeout_s)
+    with holding(lease):
+        yield lease
+
+
+@contextlib.contextmanager
+def holding(lease: Lease) -> Iterator[Lease]:
+    """Release an acquired lease when the block ends, also on Ctrl-C and SIGTERM."""
     with _exit_on_sigterm():
         try:
             yield lease

@@ -35,7 +35,7 @@ import ray
 
 from pipeline import decode, encode_stage, read, schema, write
 from pipeline import lease as leases
-from pipeline.config import LabelJobConfig, validate
+from pipeline.config import ConfigError, LabelJobConfig, validate
 from pipeline.infer import SegmentationActor
 from pipeline.local_ray import init_ray, shutdown_on_signals
 from pipeline.plan import JobPlan, plan_job
@@ -288,17 +288,17 @@ def hold_output(cfg: LabelJobConfig) -> Iterator[leases.Lease]:
     """The lease on ``--output`` for one run (``--if-busy``, ``--wait-timeout``, ``--lease-ttl``).
 
     Raises:
-        ConfigError: invalid values (checked before the lease is taken).
+        ConfigError: invalid values (checked before the lease is taken), or the lease cannot
+            be written (``--output`` not writable).
         OutputBusy: another live run holds it.
     """
     validate(cfg)
-    with leases.hold(
-        cfg.output,
-        job="label",
-        ttl_s=cfg.lease_ttl,
-        if_busy=cfg.if_busy,
-        wait_timeout_s=cfg.wait_timeout,
-    ) as lease:
+    lease = leases.Lease(cfg.output, job="label", ttl_s=cfg.lease_ttl)
+    try:
+        lease.acquire(cfg.if_busy, cfg.wait_timeout)
+    except OSError as e:
+        raise ConfigError(f"--output {cfg.output} is not writable: {e}.") from e
+    with leases.holding(lease):
         yield lease
 
 

@@ -41,7 +41,7 @@ label_job = _load("label_job_under_test", LABEL)
 WRONG: dict[str, list[list[str]]] = {
     "--config": [["--config", "{missing}.yaml"], ["--config", "{unparsable_config}"]],
     "--input": [["--input", "{missing}"], ["--input", "{empty_dir}"]],
-    "--output": [["--output", "{input}/out"]],
+    "--output": [["--output", "{input}/out"], ["--output", "{vocab}/out"]],  # under a file
     "--vocab": [["--vocab", "{missing}"], ["--vocab", "{duplicate_vocab}"]],
     "--batch-size": [["--batch-size", "0"], ["--config", "{typed_config}"]],
     "--concurrency": [["--concurrency", "3,1"], ["--concurrency", "two"]],
