@@ -41,6 +41,7 @@ def _busy_line(caplog) -> str:
     return line
 
 
+@pytest.mark.slow  # imports torch and checks the tiny model: about 30 s on the loaded 2 cores
 def test_label_exits_75_without_ray_or_deletions(held, tmp_path, caplog, monkeypatch) -> None:
     out, holder = held
     label = _load("label")
