@@ -270,7 +270,7 @@ class Lease:
                     if self._stop.is_set():
                         return
                     renewed = self._write(HELD, self.generation, self._version)
-            except OSError as e:
+            except Exception as e:  # the thread must not die: a dead heartbeat looks stale
                 logger.warning("lease %s: renewal failed (%s); retrying", self.uri, e)
                 if time.monotonic() - last_ok <= self.ttl_s:
                     continue
