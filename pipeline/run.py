@@ -262,6 +262,7 @@ def run_label_job(
     *,
     plan: JobPlan | None = None,
     prepare_image: ImagePreparer | None = None,
+    run_info: dict[str, Any] | None = None,
 ) -> JobSummary:
     """Run the job end to end and write ``run.json`` and ``class_stats.parquet``.
 
@@ -273,6 +274,7 @@ def run_label_job(
         plan: from :func:`plan_job`; planned here when omitted.
         prepare_image: the model's picklable CPU preprocessing, run in the decode tasks; the
             predictor then gets ``predict(images, sizes)`` (see ``pipeline.predictor``).
+        run_info: more ``run.json`` entries, e.g. ``min_score`` (the threshold in effect).
 
     Raises:
         ConfigError: see :func:`plan_job`.
@@ -317,7 +319,7 @@ def run_label_job(
         _consume(ds, plan, summary)
         summary.pipeline_s = time.monotonic() - t0
         drop_superseded(cfg.output, plan.retried, len(cfg.class_names))
-    _finish(cfg, model, summary, start)
+    _finish(cfg, model, summary, start, run_info or {})
     return summary
 
 
@@ -335,7 +337,13 @@ def _new_summary(run_id: str, cfg: LabelJobConfig, plan: JobPlan) -> JobSummary:
     )
 
 
-def _finish(cfg: LabelJobConfig, model: dict[str, Any], summary: JobSummary, start: float) -> None:
+def _finish(
+    cfg: LabelJobConfig,
+    model: dict[str, Any],
+    summary: JobSummary,
+    start: float,
+    run_info: dict[str, Any],
+) -> None:
     markers = list(write.read_markers(cfg.output).values())
     write.write_class_stats(cfg.output, write.class_stats_table(cfg.class_names, markers))
     summary.total_s = time.monotonic() - start
@@ -373,5 +381,6 @@ def _finish(cfg: LabelJobConfig, model: dict[str, Any], summary: JobSummary, sta
             },
             "images_per_s": summary.images_per_s,
             "first_errors": summary.first_errors,
+            **run_info,
         },
     )
