@@ -24,7 +24,7 @@ import pytest
 from fakes import CountingEncoder, colour_predictor_factory, tar_bytes
 from PIL import Image
 from ray import cloudpickle
-from reader_envs import run_reader
+from reader_envs import reader_python, run_reader
 
 from jobs import export as export_job
 from pipeline import encode, schema, storage, write
@@ -148,8 +148,10 @@ def test_mmseg_mixed_formats_one_suffix_lossless(label_run: dict, tmp_path: Path
         np.testing.assert_array_equal(_image_array(stored), _image_array(original))
 
 
+@pytest.mark.slow
 def test_mmseg_loads_in_mmsegmentation(label_run: dict, tmp_path: Path) -> None:
     """mmsegmentation 1.2.2's BaseSegDataset + LoadImageFromFile + LoadAnnotations (own env)."""
+    reader_python("mmseg")  # skip before any work when the environment is absent
     out = tmp_path / "mmseg"
     mapping = _export(label_run, "mmseg", out, "--split", "0.5", "--min-confidence", "0.6")
     masks = _run_masks(label_run["run"])
@@ -230,6 +232,7 @@ def test_coco_rle_decodes_back_with_pycocotools(label_run: dict, tmp_path: Path)
 
 def test_coco_loads_in_datumaro(label_run: dict, tmp_path: Path) -> None:
     """Datumaro's ``coco`` importer (CVAT's "COCO 1.0") detects and reads the export."""
+    reader_python("datumaro")  # skip before any work when the environment is absent
     out = tmp_path / "coco"
     mapping = _export(label_run, "coco", out, "--min-confidence", "0.6", "--split", "0.5")
     expected = _coco_expected(label_run, mapping, 0.6)
@@ -354,6 +357,7 @@ def test_cvat_segmentation_mask_layout(label_run: dict, tmp_path: Path) -> None:
 def test_cvat_loads_in_datumaro_voc_segmentation(label_run: dict, tmp_path: Path) -> None:
     """CVAT's "Segmentation mask 1.1" import reads annotations/ with Datumaro's VOC segmentation
     reader (``voc`` of CVAT's git-only fork; ``voc_segmentation`` in Datumaro 1.x)."""
+    reader_python("datumaro")  # skip before any work when the environment is absent
     out = tmp_path / "cvat"
     mapping = _export(label_run, "cvat", out, "--split", "0.5")
     masks = _run_masks(label_run["run"])
@@ -419,6 +423,7 @@ def test_fiftyone_image_segmentation_directory(label_run: dict, tmp_path: Path) 
 @pytest.mark.slow
 def test_fiftyone_loads_in_fiftyone(label_run: dict, tmp_path: Path) -> None:
     """FiftyOne's ImageSegmentationDirectory importer, its bundled MongoDB on 127.0.0.1."""
+    reader_python("fiftyone")  # skip before any work when the environment is absent
     out = tmp_path / "fo"
     mapping = _export(label_run, "fiftyone", out, "--image-format", "png")
     masks = _run_masks(label_run["run"])
