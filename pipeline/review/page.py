@@ -99,18 +99,24 @@ def this_run_items(summary: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 def model_items(model: Any) -> list[tuple[str, Any]]:
-    """Readable rows for ``run.json``'s ``model`` (a ``LabelerSpec`` description, or any dict)."""
+    """Readable rows for ``run.json``'s ``model`` (a ``LabelerSpec`` description, or any dict),
+    in ``MODEL_FIELDS`` order, then any other key."""
     if not isinstance(model, dict) or not model:
         return [("model", None)]
     checkpoint = bool(model.get("checkpoint"))
+    keys = [k for k in MODEL_FIELDS if k in model] + [k for k in model if k not in MODEL_FIELDS]
     rows = []
-    for key, value in model.items():
+    for key in keys:
+        value = model[key]
         if key == "min_score" or (checkpoint and key in CHECKPOINT_UNUSED):
             continue
         if key in MODEL_FIELDS and value in (None, [], ()):
             if key == "templates":
-                rows.append((f"model: {MODEL_FIELDS[key]}", "the model's default"))
-            continue
+                value = "the model's default"
+            elif key == "clip_pretrained" and not model.get("clip_weights"):
+                value = "none (random weights)"
+            else:
+                continue
         rows.append((f"model: {MODEL_FIELDS.get(key, key)}", _readable(value)))
     return rows
 

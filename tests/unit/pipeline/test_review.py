@@ -228,6 +228,12 @@ def test_report_figures_agree_and_none_is_missing(tmp_path: Path) -> None:
     assert cells["model: training-free method"] == "naclip"
     assert cells["model: CLIP model"] == "ViT-B-16" and cells["model: torch.compile"] == "off"
     assert cells["model: prompt templates"] == "the model&#39;s default"
+    keys = [k for k in cells if k.startswith("model: ")]
+    assert keys[:3] == [
+        "model: CLIP model",
+        "model: CLIP pretrained weights",
+        "model: training-free method",
+    ]
     assert not any("{" in v for v in cells.values())  # no raw JSON
     assert cells["label files of the last run"] == (
         "1 label files written; 4 images already labelled, skipped"
@@ -256,6 +262,12 @@ def test_min_score_text_names_its_origin() -> None:
         ("model: checkpoint", "s3://b/m.safetensors"),
         ("model: torch.compile", "on"),
     ]
+    random = {"clip_model": "tiny.json", "clip_pretrained": None, "clip_weights": None}
+    assert page.model_items(random)[1] == (
+        "model: CLIP pretrained weights",
+        "none (random weights)",
+    )
+    assert page.model_items({"name": "colour"}) == [("model: name", "colour")]
 
 
 def test_plots_count_axes_start_at_zero_even_when_empty(tmp_path: Path) -> None:
