@@ -71,3 +71,27 @@ def test_one_suffix_reencodes_non_png_losslessly_and_is_idempotent(tmp_path: Pat
     assert (tmp_path / "img_dir/train/a-1.png").stat().st_mtime_ns == written
     same = [_write(tmp_path, "img_dir/train/c-3.jpg", jpeg)]
     assert mmseg.one_suffix(str(tmp_path), same) == 0 and same[0]["image"].endswith(".jpg")
+
+
+def test_export_made_before_image_format_resumes(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.export import rows, runner
+
+    run = rows.RunInfo(str(tmp_path / "run"), ("a", "b"), None, ())
+    plan = runner.ExportPlan(
+        run,
+        "mmseg",
+        str(tmp_path / "out"),
+        options.ExportOptions(),
+        options.build_class_map(run.vocabulary, ()),
+    )
+    runner._check_config(plan)  # writes the config
+    path = tmp_path / "out" / runner.CONFIG_FILE
+    config = json.loads(path.read_text())
+    del config["options"]["image_format"]  # as written before the option existed
+    path.write_text(json.dumps(config))
+    runner._check_config(plan)  # same settings: resumes
+    png = runner.ExportPlan(**{**plan.__dict__, "opts": options.ExportOptions(image_format="png")})
+    with pytest.raises(options.OptionError, match="other settings"):
+        runner._check_config(png)
