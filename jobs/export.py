@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VAL_FRACTION",
         help="fraction of images (stable hash of the image id) put in the val split",
     )
+    p.add_argument(
+        "--image-format",
+        choices=options.IMAGE_FORMATS,
+        default=options.IMAGE_AUTO,
+        help="auto: keep each image's bytes (mmseg: non-PNG images become PNG when the run mixes "
+        "formats, as mmseg reads one suffix); png: write every image as PNG (lossless)",
+    )
     p.add_argument("--ray", action="store_true", help="run one Ray task per shard")
     p.add_argument("--overwrite", action="store_true", help="delete --out's contents first")
     p.add_argument(
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         min_labelled=args.min_labelled,
         classes=options.parse_class_entries(args.classes, _read_text_if_file),
         val_fraction=args.split,
+        image_format=args.image_format,
     )
     if storage.is_within(args.out, args.run):  # checked again in plan_export; no lease file
         logger.error("configuration error: --out must not be inside RUN")

@@ -231,6 +231,7 @@ def _run(
             plan=plan,
             prepare_image=zegclip.image_preparer(spec),
             lease=lease,
+            run_info={"min_score": zegclip.min_score_in_use(spec)},
         )
     except (zegclip.WeightsError, zegclip.CheckpointError) as e:  # raised before any image
         logger.error("configuration error: %s", e)

@@ -311,6 +311,7 @@ def run_label_job(
     plan: JobPlan | None = None,
     prepare_image: ImagePreparer | None = None,
     lease: leases.Lease | None = None,
+    run_info: dict[str, Any] | None = None,
 ) -> JobSummary:
     """Run the job end to end and write ``run.json`` and ``class_stats.parquet``.
 
@@ -323,6 +324,7 @@ def run_label_job(
         prepare_image: the model's picklable CPU preprocessing, run in the decode tasks; the
             predictor then gets ``predict(images, sizes)`` (see ``pipeline.predictor``).
         lease: the held lease on ``cfg.output`` (:func:`hold_output`); taken here when omitted.
+        run_info: more ``run.json`` entries, e.g. ``min_score`` (the threshold in effect).
 
     Raises:
         ConfigError: see :func:`plan_job`.
@@ -383,7 +385,7 @@ def run_label_job(
         summary.pipeline_s = time.monotonic() - t0
         drop_superseded(cfg.output, plan.retried, len(cfg.class_names), lease.token)
     lease.check()
-    _finish(cfg, model, summary, start)
+    _finish(cfg, model, summary, start, run_info or {})
     return summary
 
 
@@ -401,7 +403,13 @@ def _new_summary(run_id: str, cfg: LabelJobConfig, plan: JobPlan) -> JobSummary:
     )
 
 
-def _finish(cfg: LabelJobConfig, model: dict[str, Any], summary: JobSummary, start: float) -> None:
+def _finish(
+    cfg: LabelJobConfig,
+    model: dict[str, Any],
+    summary: JobSummary,
+    start: float,
+    run_info: dict[str, Any],
+) -> None:
     markers = list(write.read_markers(cfg.output).values())
     write.write_class_stats(cfg.output, write.class_stats_table(cfg.class_names, markers))
     summary.total_s = time.monotonic() - start
@@ -439,5 +447,6 @@ def _finish(cfg: LabelJobConfig, model: dict[str, Any], summary: JobSummary, sta
             },
             "images_per_s": summary.images_per_s,
             "first_errors": summary.first_errors,
+            **run_info,
         },
     )

@@ -26,6 +26,7 @@ from zegclip.labeler import (  # noqa: E402
     describe,
     encode_vocabulary_for,
     image_preparer,
+    min_score_in_use,
 )
 from zegclip.models.scorer import DenseScorer, count_trainable  # noqa: E402
 from zegclip.models.zegclip.build import build_zegclip  # noqa: E402
@@ -56,6 +57,7 @@ __all__ = [
     "ZegCLIPConfig",
     "build_predictor",
     "image_preparer",
+    "min_score_in_use",
     "build_zegclip",
     "check_checkpoint",
     "check_choice",

@@ -197,6 +197,24 @@ def build_predictor(spec: LabelerSpec, vocab: Vocabulary, text_emb: np.ndarray) 
     return predictor
 
 
+def min_score_in_use(spec: LabelerSpec) -> dict[str, Any]:
+    """The unlabelled threshold :func:`build_predictor` applies, for run metadata, without
+    building a model: ``{"value": float or None (no threshold), "default": bool}``.
+
+    The default is the training-free recipe's, or for a checkpoint the mask scorers' (every
+    checkpoint family, ZegCLIP and ZegOT, is a ``MaskLogitScorer``).
+    """
+    if spec.min_score is not None:
+        return {"value": spec.min_score, "default": False}
+    if spec.checkpoint:
+        from zegclip.models.mask_scorer import MaskLogitScorer
+
+        return {"value": MaskLogitScorer.default_min_score, "default": True}
+    from zegclip.models.trainfree.model import RECIPES
+
+    return {"value": RECIPES[spec.method].min_score, "default": True}
+
+
 def image_preparer(spec: LabelerSpec) -> Callable[[np.ndarray], np.ndarray]:
     """The picklable CPU half of preprocessing (:meth:`DenseScorer.prepare`) for ``spec``:
     HWC uint8 RGB -> HWC uint8 with the official short side (cv2 bilinear, bit-identical).

@@ -16,6 +16,8 @@ import numpy as np
 IGNORE = 255  # ignore value of every exported mask
 MAX_CLASSES = 255  # ids 0..254, so masks are uint8 with 255 = ignore
 SPLITS = ("train", "val")
+IMAGE_AUTO, IMAGE_PNG = "auto", "png"
+IMAGE_FORMATS = (IMAGE_AUTO, IMAGE_PNG)
 
 
 class OptionError(ValueError):
@@ -33,12 +35,16 @@ class ExportOptions:
         classes: ``--classes`` entries, or empty for the run's vocabulary unchanged.
         val_fraction: share of images (by a stable hash of the image id) put in ``val``;
             0 puts every image in ``train``.
+        image_format: ``auto``: images keep their bytes (formats that need one image suffix,
+            ``mmseg``, re-encode the non-PNG ones as PNG when a run mixes formats); ``png``:
+            every image is written as PNG (lossless).
     """
 
     min_confidence: float = 0.0
     min_labelled: float = 0.0
     classes: tuple[str, ...] = ()
     val_fraction: float = 0.0
+    image_format: str = IMAGE_AUTO
 
     def validate(self) -> None:
         """Raise :class:`OptionError` naming the flag of an out-of-range value."""
@@ -49,6 +55,9 @@ class ExportOptions:
         ):
             if not 0.0 <= value <= 1.0:
                 raise OptionError(f"{flag} must be within [0, 1], got {value}")
+        if self.image_format not in IMAGE_FORMATS:
+            choices = ", ".join(IMAGE_FORMATS)
+            raise OptionError(f"--image-format must be one of {choices}, got {self.image_format!r}")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pipeline.export.source import SourceError, SourceReader
 logger = logging.getLogger(__name__)
 
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF": "tif"}
+_PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,9 @@ def read_shard_rows(run: RunInfo, shard_id: str) -> list[dict]:
     return pq.read_table(io.BytesIO(data)).to_pylist()
 
 
-def upright_image(data: bytes, width: int, height: int) -> tuple[bytes, str]:
-    """Original bytes and extension, or an upright PNG when EXIF rotation changes the pixels.
+def upright_image(data: bytes, width: int, height: int, *, png: bool = False) -> tuple[bytes, str]:
+    """Original bytes and extension, or a PNG of the upright pixels when EXIF rotation changes
+    them or ``png`` asks for PNG (then a non-PNG image is re-encoded; PNG keeps its bytes).
 
     Raises:
         SourceError: undecodable, or its size is not the mask's ``(width, height)``.
@@ -127,16 +129,25 @@ def upright_image(data: bytes, width: int, height: int) -> tuple[bytes, str]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             ext = _EXTENSIONS.get(img.format or "")
-            if ext and img.size == (width, height) and img.getexif().get(0x0112, 1) == 1:
+            upright = img.size == (width, height) and img.getexif().get(0x0112, 1) == 1
+            if ext and upright and (ext == "png" or not png):
                 return data, ext
-            upright = ImageOps.exif_transpose(img)
-            if upright.size != (width, height):
-                raise SourceError(f"image is {upright.size}, mask is {(width, height)}")
-            buf = io.BytesIO()
-            upright.save(buf, format="PNG")
-            return buf.getvalue(), "png"
+            pixels = ImageOps.exif_transpose(img)
+            if pixels.size != (width, height):
+                raise SourceError(f"image is {pixels.size}, mask is {(width, height)}")
+            return png_bytes(pixels), "png"
     except (UnidentifiedImageError, OSError) as e:
         raise SourceError(f"{type(e).__name__}: {e}") from e
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """``image`` as PNG; lossless, except that modes PNG cannot hold (CMYK, YCbCr, ...) become
+    RGB."""
+    if image.mode not in _PNG_MODES:
+        image = image.convert("RGB")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def shard_items(
@@ -159,7 +170,8 @@ def shard_items(
             continue
         try:
             raw = reader.fetch(row[schema.SOURCE_URI], row[schema.SHARD_ID])
-            image, ext = upright_image(raw, labels.shape[1], labels.shape[0])
+            png = opts.image_format == options.IMAGE_PNG
+            image, ext = upright_image(raw, labels.shape[1], labels.shape[0], png=png)
         except SourceError as e:
             yield Skipped(image_id, f"image not fetched: {e}")
             continue

@@ -122,7 +122,10 @@ def _check_config(plan: ExportPlan) -> None:
     uri = names.out_uri(plan.out, CONFIG_FILE)
     config = json.loads(json.dumps(_config(plan)))  # tuples -> lists, as read back
     if storage.exists(uri):
-        if json.loads(storage.read_bytes(uri)) != config:
+        stored = json.loads(storage.read_bytes(uri))
+        # exports made before --image-format existed used what is now its default
+        stored.get("options", {}).setdefault("image_format", options.IMAGE_AUTO)
+        if stored != config:
             raise options.OptionError(
                 f"--out {plan.out} holds an export with other settings; "
                 "use another --out or --overwrite"

@@ -123,29 +123,74 @@ def load_run(uri: str) -> Run:
 def image_confidence(rows: pa.Table) -> np.ndarray:
     """(N,) float64 mean confidence over each row's labelled pixels.
 
-    0 for rows with no labelled pixels, NaN for error rows.
+    NaN for error rows and for images without a labelled pixel (there is nothing to average).
     """
     counts = rows[schema.CLASS_PIXEL_COUNTS].to_pylist()
     present = rows[schema.PRESENT_CLASSES].to_pylist()
     means = rows[schema.PRESENT_MEAN_CONFIDENCE].to_pylist()
     out = np.full(rows.num_rows, np.nan)
     for i, (c, p, m) in enumerate(zip(counts, present, means, strict=True)):
-        if c is None:
-            continue
-        weights = np.asarray(c, dtype=np.float64)[p] if p else np.zeros(0)
+        weights = np.asarray(c, dtype=np.float64)[p] if c and p else np.zeros(0)
         total = weights.sum()
-        out[i] = float(np.dot(weights, m) / total) if total > 0 else 0.0
+        if total > 0:
+            out[i] = float(np.dot(weights, m) / total)
     return out
+
+
+def labelled_pixels(rows: pa.Table) -> np.ndarray:
+    """(N,) int64 labelled pixels of each row (0 for error rows)."""
+    return np.array(
+        [sum(c) if c else 0 for c in rows[schema.CLASS_PIXEL_COUNTS].to_pylist()], dtype=np.int64
+    )
 
 
 def labelled_fraction(rows: pa.Table) -> np.ndarray:
     """(N,) float64 share of each image's pixels that carry a label (NaN for error rows)."""
-    labelled = np.array([sum(c) if c else 0 for c in rows[schema.CLASS_PIXEL_COUNTS].to_pylist()])
+    labelled = labelled_pixels(rows)
     width = rows[schema.WIDTH].cast(pa.float64()).to_numpy(zero_copy_only=False)
     height = rows[schema.HEIGHT].cast(pa.float64()).to_numpy(zero_copy_only=False)
     area = width * height  # NaN where the image was never decoded
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(area > 0, labelled / area, np.nan)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Figures over every row of a run, from the label files (so also for unfinished runs).
+
+    An image is *labelled* when at least one of its pixels carries a class.
+
+    Attributes:
+        rows: rows in the label files.
+        ok: rows with status ok.
+        errors: error rows.
+        labelled: ok images with at least one labelled pixel.
+        pixels: pixels of the ok images.
+        labelled_pixels: pixels that carry a class.
+    """
+
+    rows: int
+    ok: int
+    errors: int
+    labelled: int
+    pixels: int
+    labelled_pixels: int
+
+
+def totals(rows: pa.Table) -> Totals:
+    """:class:`Totals` of ``rows`` (the light columns of :func:`read_rows`)."""
+    ok = pc.equal(rows[schema.STATUS], schema.STATUS_OK).to_numpy(zero_copy_only=False)
+    width = rows[schema.WIDTH].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    height = rows[schema.HEIGHT].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    labelled = labelled_pixels(rows)
+    return Totals(
+        rows=rows.num_rows,
+        ok=int(ok.sum()),
+        errors=int(pc.sum(pc.equal(rows[schema.STATUS], schema.STATUS_ERROR)).as_py() or 0),
+        labelled=int((ok & (labelled > 0)).sum()),
+        pixels=int((width * height)[ok].sum()),
+        labelled_pixels=int(labelled[ok].sum()),
+    )
 
 
 def read_masks(picks: pa.Table) -> dict[str, tuple[bytes, bytes]]:

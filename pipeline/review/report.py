@@ -54,10 +54,12 @@ def check_out_dir(out: str) -> Path:
 
 
 def pick_sample(rows: pa.Table, confidence: np.ndarray, sample: int) -> pa.Table:
-    """The ``sample`` ok rows with the lowest mean confidence (ties: by image id), in order."""
+    """The ``sample`` ok rows to draw, in order: first the images without a labelled pixel
+    (NaN ``confidence``), then the lowest mean confidence; ties by image id."""
     ok = np.flatnonzero(pc.equal(rows[schema.STATUS], schema.STATUS_OK).to_numpy(False))
     ids = rows[schema.IMAGE_ID].to_numpy(zero_copy_only=False)[ok]
-    order = np.lexsort((ids, confidence[ok]))[:sample]
+    key = np.nan_to_num(confidence[ok], nan=-1.0)
+    order = np.lexsort((ids, key))[:sample]
     return rows.take(pa.array(ok[order])).append_column(
         "_confidence", pa.array(confidence[ok[order]])
     )
@@ -105,8 +107,7 @@ def _gallery(run: load.Run, picks: pa.Table, results, colours, out: Path) -> lis
             {
                 "thumb": Path(result.out_path).relative_to(out).as_posix(),
                 "image_id": row[schema.IMAGE_ID],
-                "confidence": page.decimal(row["_confidence"]),
-                "labelled": page.percent(fractions[i]),
+                "figures": page.card_figures(row["_confidence"], fractions[i]),
                 "note": result.note,
                 "legend": [
                     {"name": run.class_names[c], "colour": overlay.hex_colour(colours[c])}
@@ -130,6 +131,7 @@ def _plots(run: load.Run, confidence: np.ndarray, colours: np.ndarray, out: Path
         confidence,
         title="Mean confidence of labelled pixels per image",
         xlabel="mean confidence",
+        empty="no image has a labelled pixel",
     )
     return [
         {"file": "class_pixels.png", "alt": "bar chart: labelled pixels per class"},
@@ -196,17 +198,18 @@ def build_report(
     _clear_thumbs(folder / THUMBS_DIR)
     colours = overlay.palette(len(run.class_names))
     confidence = load.image_confidence(run.rows)
+    totals = load.totals(run.rows)
     picks = pick_sample(run.rows, confidence, sample)
     logger.info("review: %d rows, drawing %d overlays", run.rows.num_rows, picks.num_rows)
     results = _make_thumbs(_thumb_tasks(run, picks, folder / THUMBS_DIR), workers)
     errors, error_count = _errors(run.rows, max_errors)
     context = {
         "run_uri": run_uri,
-        "summary": page.summary_items(run.summary, run_uri),
+        "summary": page.summary_items(run.summary, run_uri, totals),
         "plots": _plots(run, confidence, colours, folder),
         "classes": _classes(run, colours),
         "gallery": _gallery(run, picks, results, colours, folder),
-        "ok_images": int(np.isfinite(confidence).sum()),
+        "totals": totals,
         "errors": errors,
         "error_count": error_count,
         "seconds": f"{time.monotonic() - start:.1f}",

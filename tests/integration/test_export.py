@@ -2,12 +2,15 @@
 
 The run's input mixes loose photos with odd names, a tar with ``../../`` and absolute member names
 and a Parquet shard, so every export also proves that untrusted names never decide where it
-writes. Each format is read back by its consumer library where one installs (``datasets``,
-``pycocotools``), otherwise by an independent reader written from the format's documentation.
+writes. Each format is read back by its consumer library: ``datasets``, ``pycocotools`` and
+``label-studio-converter`` here, Datumaro (coco, cvat), FiftyOne and mmsegmentation in their own
+environments (``tests/reader_envs.py``; skipped with the install command when absent), and by an
+independent reader written from the format's documentation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,6 +24,7 @@ import pytest
 from fakes import CountingEncoder, colour_predictor_factory, tar_bytes
 from PIL import Image
 from ray import cloudpickle
+from reader_envs import reader_python, run_reader
 
 from jobs import export as export_job
 from pipeline import encode, schema, storage, write
@@ -111,29 +115,61 @@ def _image_array(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def test_mmseg_layout_pairs_images_and_index_masks(label_run: dict, tmp_path: Path) -> None:
+def _sha1(array: np.ndarray) -> str:
+    """SHA-1 of a C-contiguous uint8 array, as the reader scripts hash what they read."""
+    return hashlib.sha1(np.ascontiguousarray(array, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def test_mmseg_mixed_formats_one_suffix_lossless(label_run: dict, tmp_path: Path) -> None:
+    """The run mixes JPEG and PNG inputs: every image becomes PNG, pixel for pixel."""
     out = tmp_path / "mmseg"
     mapping = _export(label_run, "mmseg", out)
     masks = _run_masks(label_run["run"])
     assert set(mapping) == set(masks) == set(label_run["originals"])
+    originals = label_run["originals"]
+    assert {Image.open(io.BytesIO(b)).format for b in originals.values()} == {"JPEG", "PNG"}
     info = json.loads((out / "dataset_info.json").read_text())
     assert info["classes"] == list(CLASSES) == (out / "classes.txt").read_text().splitlines()
+    assert info["img_suffix"] == ".png"
+    assert sorted(p.suffix for p in (out / "img_dir" / "train").iterdir()) == [".png"] * len(masks)
     # BaseSegDataset.load_data_list: every img_dir file with img_suffix, its annotation is
     # ann_dir / (stem + seg_map_suffix). https://mmsegmentation.readthedocs.io/en/latest/
     # advanced_guides/add_datasets.html
-    found = 0
-    for suffix in info["img_suffixes"]:
-        for img in sorted((out / "img_dir" / "train").glob(f"*{suffix}")):
-            ann = out / "ann_dir" / "train" / (img.name[: -len(suffix)] + info["seg_map_suffix"])
-            label = np.asarray(Image.open(ann))
-            image = _image_array(img.read_bytes())
-            assert label.dtype == np.uint8 and label.shape == image.shape[:2]
-            found += 1
-    assert found == len(masks)
+    for img in sorted((out / "img_dir" / "train").glob(f"*{info['img_suffix']}")):
+        ann = out / "ann_dir" / "train" / (img.name[: -len(".png")] + info["seg_map_suffix"])
+        assert np.asarray(Image.open(ann)).dtype == np.uint8
     for image_id, record in mapping.items():
         label = np.asarray(Image.open(out / record["mask"]))
         np.testing.assert_array_equal(label, masks[image_id][0])
-        assert (out / record["image"]).read_bytes() == label_run["originals"][image_id]
+        stored = (out / record["image"]).read_bytes()
+        original = originals[image_id]
+        if Image.open(io.BytesIO(original)).format == "PNG":
+            assert stored == original  # PNG inputs keep their bytes
+        np.testing.assert_array_equal(_image_array(stored), _image_array(original))
+
+
+@pytest.mark.slow
+def test_mmseg_loads_in_mmsegmentation(label_run: dict, tmp_path: Path) -> None:
+    """mmsegmentation 1.2.2's BaseSegDataset + LoadImageFromFile + LoadAnnotations (own env)."""
+    reader_python("mmseg")  # skip before any work when the environment is absent
+    out = tmp_path / "mmseg"
+    mapping = _export(label_run, "mmseg", out, "--split", "0.5", "--min-confidence", "0.6")
+    masks = _run_masks(label_run["run"])
+    by_image = {m["image"]: image_id for image_id, m in mapping.items()}
+    seen = []
+    for split in ("train", "val"):
+        got = run_reader("mmseg", "mmseg_reader.py", str(out), split)
+        assert got["versions"]["mmsegmentation"] == "1.2.2" and got["classes"] == list(CLASSES)
+        assert (got["ignore_index"], got["reduce_zero_label"]) == (255, False)
+        for item in got["items"]:
+            image_id = by_image[item["img"]]
+            assert mapping[image_id]["split"] == split and item["seg"] == mapping[image_id]["mask"]
+            mask, conf = masks[image_id]
+            assert item["seg_sha1"] == _sha1(np.where(conf / 255.0 < 0.6, 255, mask))
+            rgb = _image_array(label_run["originals"][image_id])
+            assert item["image_sha1"] == _sha1(rgb[..., ::-1])  # mmcv loads BGR
+            seen.append(image_id)
+    assert sorted(seen) == sorted(masks)
 
 
 def test_hf_dataset_loads_with_datasets(label_run: dict, tmp_path: Path, monkeypatch) -> None:
@@ -158,26 +194,58 @@ def test_hf_dataset_loads_with_datasets(label_run: dict, tmp_path: Path, monkeyp
     assert seen == set(masks)
 
 
+def _coco_expected(label_run: dict, mapping: dict, min_confidence: float) -> dict:
+    """``images/<split>/<file>`` -> (image_id, expected mask) of a coco export."""
+    masks = _run_masks(label_run["run"])
+    out = {}
+    for image_id, m in mapping.items():
+        mask, conf = masks[image_id]
+        out[m["image"]] = (image_id, np.where(conf / 255.0 < min_confidence, 255, mask))
+    return out
+
+
 def test_coco_rle_decodes_back_with_pycocotools(label_run: dict, tmp_path: Path) -> None:
     from pycocotools.coco import COCO
 
     out = tmp_path / "coco"
-    mapping = _export(label_run, "coco", out, "--min-confidence", "0.6")
-    masks = _run_masks(label_run["run"])
-    coco = COCO(str(out / "annotations" / "train.json"))
-    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(CLASSES)
-    by_file = {f"train/{m['name']}": m["image_id"] for m in mapping.values()}
-    assert len(coco.getImgIds()) == len(masks)
-    for img in coco.loadImgs(coco.getImgIds()):
-        image_id = by_file[img["file_name"].rsplit(".", 1)[0]]
-        mask, conf = masks[image_id]
-        expected = np.where(conf / 255.0 < 0.6, 255, mask)
-        rebuilt = np.full((img["height"], img["width"]), 255, dtype=np.int64)
-        for ann in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
-            rebuilt[coco.annToMask(ann) == 1] = ann["category_id"] - 1
-        np.testing.assert_array_equal(rebuilt, expected)
-        stored = Image.open(out / "images" / img["file_name"])
-        assert stored.size == (img["width"], img["height"])
+    mapping = _export(label_run, "coco", out, "--min-confidence", "0.6", "--split", "0.5")
+    expected = _coco_expected(label_run, mapping, 0.6)
+    seen = 0
+    for split in ("train", "val"):
+        coco = COCO(str(out / "annotations" / f"instances_{split}.json"))
+        coco.info()  # needs the info block
+        assert coco.dataset["info"]["contributor"] and coco.dataset["licenses"] == []
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(CLASSES)
+        for img in coco.loadImgs(coco.getImgIds()):
+            assert "/" not in img["file_name"]  # relative to images/<split>/
+            image_id, mask = expected[f"images/{split}/{img['file_name']}"]
+            assert mapping[image_id]["split"] == split
+            rebuilt = np.full((img["height"], img["width"]), 255, dtype=np.int64)
+            for ann in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
+                rebuilt[coco.annToMask(ann) == 1] = ann["category_id"] - 1
+            np.testing.assert_array_equal(rebuilt, mask)
+            stored = Image.open(out / "images" / split / img["file_name"])
+            assert stored.size == (img["width"], img["height"])
+            seen += 1
+    assert seen == len(expected)
+
+
+def test_coco_loads_in_datumaro(label_run: dict, tmp_path: Path) -> None:
+    """Datumaro's ``coco`` importer (CVAT's "COCO 1.0") detects and reads the export."""
+    reader_python("datumaro")  # skip before any work when the environment is absent
+    out = tmp_path / "coco"
+    mapping = _export(label_run, "coco", out, "--min-confidence", "0.6", "--split", "0.5")
+    expected = _coco_expected(label_run, mapping, 0.6)
+    got = run_reader("datumaro", "datumaro_reader.py", "coco", str(out))
+    assert got["detected"] == ["coco_instances"]  # what import_from used
+    assert got["labels"] == list(CLASSES)
+    assert sorted(i["image"] for i in got["items"]) == sorted(expected)
+    for item in got["items"]:
+        image_id, mask = expected[item["image"]]
+        record = mapping[image_id]
+        assert (item["subset"], item["id"]) == (record["split"], record["name"])
+        assert item["image_shape"] == item["mask_shape"] == list(mask.shape)
+        assert item["mask_sha1"] == _sha1(mask), item["image"]
 
 
 def test_options_classes_min_labelled_split(label_run: dict, tmp_path: Path) -> None:
@@ -227,7 +295,7 @@ def test_ray_tasks_write_to_s3(label_run: dict, s3_bucket: str) -> None:
     args = [str(label_run["run"]), "--format", "coco", "--out", out, "--ray"]
     assert export_job.main(args) == 0
     files = storage.list_files(out)
-    doc = json.loads(storage.read_bytes(storage.join(out, "annotations", "train.json")))
+    doc = json.loads(storage.read_bytes(storage.join(out, "annotations", "instances_train.json")))
     assert len(doc["images"]) == len(_run_masks(label_run["run"]))
     assert all(storage.is_within(f, out) for f in files)
     run_shards = write.finished_parts(str(label_run["run"]))
@@ -286,6 +354,24 @@ def test_cvat_segmentation_mask_layout(label_run: dict, tmp_path: Path) -> None:
     assert not (tmp_path / "bad").exists()
 
 
+def test_cvat_loads_in_datumaro_voc_segmentation(label_run: dict, tmp_path: Path) -> None:
+    """CVAT's "Segmentation mask 1.1" import reads annotations/ with Datumaro's VOC segmentation
+    reader (``voc`` of CVAT's git-only fork; ``voc_segmentation`` in Datumaro 1.x)."""
+    reader_python("datumaro")  # skip before any work when the environment is absent
+    out = tmp_path / "cvat"
+    mapping = _export(label_run, "cvat", out, "--split", "0.5")
+    masks = _run_masks(label_run["run"])
+    got = run_reader("datumaro", "datumaro_reader.py", "voc_segmentation", str(out))
+    assert "voc_segmentation" in got["detected"], got["detected"]
+    assert set(CLASSES) <= set(got["labels"]) and "background" in got["labels"]
+    by_name = {m["name"]: image_id for image_id, m in mapping.items()}
+    assert sorted(i["id"] for i in got["items"]) == sorted(by_name)
+    for item in got["items"]:
+        image_id = by_name[item["id"]]
+        assert item["subset"] == mapping[image_id]["split"]
+        assert item["mask_sha1"] == _sha1(masks[image_id][0]), item["id"]
+
+
 def test_labelstudio_tasks_decode_with_its_converter(label_run: dict, tmp_path: Path) -> None:
     import xml.etree.ElementTree as ET
 
@@ -332,6 +418,31 @@ def test_fiftyone_image_segmentation_directory(label_run: dict, tmp_path: Path) 
         label = np.asarray(Image.open(labels[record["name"]]))
         np.testing.assert_array_equal(label, masks[image_id][0])
         assert Image.open(data[record["name"]]).size == label.shape[::-1]
+
+
+@pytest.mark.slow
+def test_fiftyone_loads_in_fiftyone(label_run: dict, tmp_path: Path) -> None:
+    """FiftyOne's ImageSegmentationDirectory importer, its bundled MongoDB on 127.0.0.1."""
+    reader_python("fiftyone")  # skip before any work when the environment is absent
+    out = tmp_path / "fo"
+    mapping = _export(label_run, "fiftyone", out, "--image-format", "png")
+    masks = _run_masks(label_run["run"])
+    db = str(tmp_path / "fiftyone-db")
+    got = run_reader(
+        "fiftyone",
+        "fiftyone_reader.py",
+        str(out),
+        FIFTYONE_DATABASE_DIR=db,
+        FIFTYONE_DO_NOT_TRACK="true",
+    )
+    assert got["mask_targets"] == {str(i): c for i, c in enumerate(CLASSES)}
+    by_image = {m["image"]: image_id for image_id, m in mapping.items()}
+    assert sorted(i["image"] for i in got["items"]) == sorted(by_image)
+    for item in got["items"]:
+        assert item["image"].endswith(".png")  # --image-format png
+        mask = masks[by_image[item["image"]]][0]
+        assert item["image_shape"] == item["mask_shape"] == list(mask.shape)
+        assert item["mask_sha1"] == _sha1(mask), item["image"]
 
 
 def test_run_pairs_feed_training_with_min_confidence(label_run: dict, tmp_path: Path) -> None:

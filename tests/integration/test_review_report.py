@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from fakes import CountingEncoder, colour_predictor_factory, tar_bytes
+from page_checks import missing_figures
 from ray import cloudpickle
 from tiny_models import TINY_CLIP
 
@@ -176,6 +177,7 @@ def test_report_in_headless_chromium(s3_run: dict, report: Path, tmp_path: Path)
         assert driver.execute_script("return document.querySelectorAll('b, script').length") == 0
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+        assert missing_figures(driver.page_source) == []  # no None/nan/blank where a figure goes
         shot = tmp_path / "review.png"
         driver.save_screenshot(str(shot))
         if os.environ.get(SCREENSHOT_ENV):

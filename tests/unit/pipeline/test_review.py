@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from page_checks import missing_figures
 from PIL import Image
 
 from pipeline import encode, schema, write
 from pipeline.config import ConfigError
-from pipeline.review import build_report, load, overlay, page
+from pipeline.review import build_report, load, overlay, page, plots
 from pipeline.review.source import fetch_source, split_source
 
 REPO = Path(__file__).resolve().parents[3]
@@ -67,8 +68,8 @@ def test_image_confidence_weights_class_means_by_pixels() -> None:
         }
     )
     conf = load.image_confidence(rows)
-    np.testing.assert_allclose(conf[:2], [0.6, 0.0])
-    assert np.isnan(conf[2])
+    np.testing.assert_allclose(conf[0], 0.6)
+    assert np.isnan(conf[1]) and np.isnan(conf[2])  # no labelled pixel; error row
     frac = load.labelled_fraction(rows)
     np.testing.assert_allclose(frac[:2], [0.8, 0.0])
     assert np.isnan(frac[2])
@@ -95,23 +96,23 @@ def test_page_escapes_every_value() -> None:
                 {
                     "thumb": "thumbs/00000.jpg",
                     "image_id": evil,
-                    "confidence": "0.1",
-                    "labelled": "1%",
+                    "figures": evil,
                     "note": evil,
                     "legend": [{"name": evil, "colour": "#fff"}],
                 }
             ],
-            "ok_images": 1,
+            "totals": load.Totals(1, 1, 0, 1, 4, 1),
             "errors": [{"image_id": evil, "source_uri": evil, "error": evil}],
             "error_count": 1,
             "seconds": "0",
         }
     )
-    assert "<script" not in html and html.count("&lt;script&gt;") >= 8
+    assert "<script" not in html and html.count("&lt;script&gt;") >= 9
 
 
-def _local_run(root: Path, names: list[str]) -> None:
-    """A minimal run written with the pipeline's own writer: one shard, one error row."""
+def _local_run(root: Path, names: list[str], unlabelled: tuple[str, ...] = ()) -> None:
+    """A minimal run written with the pipeline's own writer: one shard, one error row; the
+    images named in ``unlabelled`` have no labelled pixel."""
     class_names = ("sky", "<road>")
     rows = []
     for i, name in enumerate(names):
@@ -121,8 +122,11 @@ def _local_run(root: Path, names: list[str]) -> None:
         mask = np.zeros((8, 12), np.uint8)
         mask[:4] = 1
         mask[0, 0] = 255
+        if name in unlabelled:
+            mask[:] = 255
         conf = np.full((8, 12), 0.2 + 0.3 * i, np.float32)
         counts = [int((mask == 0).sum()), int((mask == 1).sum())]
+        present = [c for c in (0, 1) if counts[c]]
         rows.append(
             {
                 schema.IMAGE_ID: name,
@@ -136,8 +140,8 @@ def _local_run(root: Path, names: list[str]) -> None:
                     "path": None,
                 },
                 schema.CLASS_PIXEL_COUNTS: counts,
-                schema.PRESENT_CLASSES: [0, 1],
-                schema.PRESENT_MEAN_CONFIDENCE: [0.2 + 0.3 * i] * 2,
+                schema.PRESENT_CLASSES: present,
+                schema.PRESENT_MEAN_CONFIDENCE: [0.2 + 0.3 * i] * len(present),
                 schema.STATUS: "ok",
                 schema.ERROR: None,
             }
@@ -172,6 +176,109 @@ def test_local_report_end_to_end_without_run_json(tmp_path: Path) -> None:
     assert html.index(shown) < html.index(">a.png<")  # 0.2 before 0.5
     thumb = Image.open(tmp_path / "rep" / "thumbs" / "00000.jpg")
     assert thumb.size == (2 * 12 + 4, 8)
+    assert missing_figures(html) == []
+    assert "missing: the run has not finished" in html
+
+
+RUN_JSON = {  # as pipeline.run writes it for a training-free run with the default min score
+    "run_id": "r1",
+    "finished_at": "2026-12-03T10:00:00+00:00",
+    "config": {"input": "/in", "min_score": None},
+    "vocabulary": ["sky", "<road>"],
+    "model": {
+        "checkpoint": None,
+        "clip_model": "ViT-B-16",
+        "clip_pretrained": "openai",
+        "clip_weights": None,
+        "method": "naclip",
+        "templates": None,
+        "background": [],
+        "min_score": None,
+        "device": "auto",
+        "precision": "auto",
+        "compile": False,
+    },
+    "min_score": {"value": 0.1, "default": True},
+    "counts": {"images": 3, "ok": 2, "error": 1, "parts_written": 1, "already_labelled": 4},
+    "images_per_s": 2.5,
+}
+
+
+def _cells(html: str, table: str) -> dict[str, str]:
+    """``{th: td}`` of the rows of the table with id ``table``."""
+    import re
+
+    body = html.split(f'<table id="{table}">', 1)[1].split("</table>", 1)[0]
+    return dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", body))
+
+
+def test_report_figures_agree_and_none_is_missing(tmp_path: Path) -> None:
+    import json
+
+    _local_run(tmp_path, ["a.png", "b.png"], unlabelled=("b.png",))
+    (tmp_path / "run" / "run.json").write_text(json.dumps(RUN_JSON))
+    build_report(str(tmp_path / "run"), str(tmp_path / "rep"), sample=10, workers=1)
+    html = (tmp_path / "rep" / "index.html").read_text(encoding="utf-8")
+    assert missing_figures(html) == []
+    cells = _cells(html, "summary")
+    assert cells["labelled images"] == "1 of 2 ok images have a labelled pixel"
+    labelled = 8 * 12 - 1  # a.png: every pixel but one
+    assert cells["labelled pixels"] == f"49.5% of the ok images&#39; pixels ({labelled} of 192)"
+    assert cells["min score"] == "0.1 (the model&#39;s default)"
+    assert cells["model: training-free method"] == "naclip"
+    assert cells["model: CLIP model"] == "ViT-B-16" and cells["model: torch.compile"] == "off"
+    assert cells["model: prompt templates"] == "the model&#39;s default"
+    keys = [k for k in cells if k.startswith("model: ")]
+    assert keys[:3] == [
+        "model: CLIP model",
+        "model: CLIP pretrained weights",
+        "model: training-free method",
+    ]
+    assert not any("{" in v for v in cells.values())  # no raw JSON
+    assert cells["label files of the last run"] == (
+        "1 label files written; 4 images already labelled, skipped"
+    )
+    # b.png has no labelled pixel: first in the gallery, said in words, not in the histogram
+    figures = html.split('class="figures">')[1:]
+    assert figures[0].startswith("no labelled pixel<")
+    assert figures[1].startswith("mean confidence 0.200 · labelled 99.0%")
+    assert "(2 of 2 ok images)" in html and "without a labelled pixel (1 in the run)" in html
+    # the checker itself catches a missing figure
+    broken = html.replace(">naclip<", ">None<", 1)
+    assert missing_figures(broken) == ["td. after 'model: training-free method': 'None'"]
+    assert missing_figures(html.replace("<td>naclip</td>", "<td> </td>", 1)) != []
+    assert missing_figures(html.replace("0.200 ·", "nan ·", 1)) != []
+
+
+def test_min_score_text_names_its_origin() -> None:
+    given = {"config": {"min_score": 0.3}, "min_score": {"value": 0.3, "default": False}}
+    assert page.min_score_text(given) == "0.3 (--min-score)"
+    off = {"config": {}, "min_score": {"value": None, "default": True}}
+    assert page.min_score_text(off) == "none (no threshold) (the model's default)"
+    assert page.min_score_text({"config": {"min_score": 0.2}}) == "0.2 (--min-score)"
+    assert "not recorded" in page.min_score_text({"config": {}})
+    checkpoint = {"checkpoint": "s3://b/m.safetensors", "clip_model": "ViT-B-16", "compile": True}
+    assert page.model_items(checkpoint) == [
+        ("model: checkpoint", "s3://b/m.safetensors"),
+        ("model: torch.compile", "on"),
+    ]
+    random = {"clip_model": "tiny.json", "clip_pretrained": None, "clip_weights": None}
+    assert page.model_items(random)[1] == (
+        "model: CLIP pretrained weights",
+        "none (random weights)",
+    )
+    assert page.model_items({"name": "colour"}) == [("model: name", "colour")]
+
+
+def test_plots_count_axes_start_at_zero_even_when_empty(tmp_path: Path) -> None:
+    colours = overlay.palette(2)
+    kw = {"title": "t", "xlabel": "x"}
+    assert plots.class_bars(tmp_path / "a.png", ["a", "b"], [0, 0], colours, **kw) == (0, 1)
+    assert plots.class_bars(tmp_path / "b.png", ["a", "b"], [0, 20], colours, **kw) == (0, 21)
+    nan = np.array([np.nan, np.nan])
+    assert plots.histogram(tmp_path / "h.png", nan, empty="none", **kw) == (0, 1)
+    lo, hi = plots.histogram(tmp_path / "h.png", np.array([0.5, np.nan, 0.52]), empty="", **kw)
+    assert lo == 0 and 2 <= hi < 3
 
 
 def test_report_refuses_remote_out_and_missing_run(tmp_path: Path) -> None:

@@ -375,3 +375,26 @@ def test_fused_attention_equals_the_explicit_weights(kind):
     bias = neighbourhood_bias((6, 7))
     expected = attention_weights(kind, q, k, bias) @ v
     torch.testing.assert_close(fused_attend(kind, q, k, v, bias), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_min_score_in_use_follows_the_predictor_rule() -> None:
+    """run.json's threshold: --min-score, else the recipe's, else the mask scorers'."""
+    from zegclip.io.registry import FAMILY_LOADERS
+    from zegclip.labeler import LabelerSpec, min_score_in_use
+    from zegclip.models.mask_scorer import MaskLogitScorer
+    from zegclip.models.trainfree.model import RECIPES
+    from zegclip.models.zegclip.model import ZegCLIP
+    from zegclip.models.zegot.model import ZegOT
+
+    for method, recipe in RECIPES.items():
+        got = min_score_in_use(LabelerSpec(method=method))
+        assert got == {"value": recipe.min_score, "default": True}
+    assert min_score_in_use(LabelerSpec(method="naclip", min_score=0.3)) == {
+        "value": 0.3,
+        "default": False,
+    }
+    # every checkpoint family is a mask scorer; a new family must revisit min_score_in_use
+    assert set(FAMILY_LOADERS) == {"zegclip", "zegot"}
+    assert issubclass(ZegCLIP, MaskLogitScorer) and issubclass(ZegOT, MaskLogitScorer)
+    got = min_score_in_use(LabelerSpec(checkpoint="m.safetensors"))
+    assert got == {"value": MaskLogitScorer.default_min_score, "default": True}
