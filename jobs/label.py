@@ -149,6 +149,18 @@ def make_spec(cfg: LabelJobConfig) -> Any:
     )
 
 
+def model_callables(spec: Any, vocab: Any) -> tuple[Any, Any, Any]:
+    """What the job hands ``run_label_job``: the predictor factory (run once per actor), the
+    vocabulary encoder (once per run, on the driver) and the CPU image preparer (decode tasks).
+    Tests build the job's predictor from the same spec to check stored masks image by image."""
+    zegclip = _zegclip()
+    return (
+        functools.partial(zegclip.build_predictor, spec, vocab),
+        functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
+        zegclip.image_preparer(spec),
+    )
+
+
 def _prepare(argv: list[str] | None) -> tuple[LabelJobConfig, Any, Any, dict, Any]:
     cfg = resolve_config(argv)
     review_dir(argv, cfg)  # checked before any work
@@ -189,14 +201,8 @@ def _run(
     _init_local_ray(cfg)
     zegclip = _zegclip()
     try:
-        summary = run_label_job(
-            cfg,
-            functools.partial(zegclip.build_predictor, spec, vocab),
-            functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
-            model,
-            plan=plan,
-            prepare_image=zegclip.image_preparer(spec),
-        )
+        factory, encoder, prepare = model_callables(spec, vocab)
+        summary = run_label_job(cfg, factory, encoder, model, plan=plan, prepare_image=prepare)
     except (zegclip.WeightsError, zegclip.CheckpointError) as e:  # raised before any image
         logger.error("configuration error: %s", e)
         return EXIT_CONFIG
