@@ -18,15 +18,23 @@ NAMES = ["road", "car", "sky", "building", "tree", "person", "sidewalk", "sign"]
 
 
 def family_spec(family: str, clip_model: str, folder: Path, **spec_fields):
-    """``LabelerSpec`` of a random-weight model of ``family`` (a checkpoint saved in ``folder``
-    for ZegCLIP and ZegOT, seed 0; training-free ones build from ``clip_model``, seed 0)."""
+    """``LabelerSpec`` of a seeded random-weight model of ``family``: a checkpoint saved in
+    ``folder`` for ZegCLIP and ZegOT, a ``clip_weights`` file there for training-free ones."""
     import torch
+    from tiny_models import save_random_clip_weights
 
     import zegclip
 
     if family not in TRAINED:
+        weights = folder / f"clip-{Path(clip_model).stem}.safetensors"
+        if not weights.exists():
+            save_random_clip_weights(weights, clip_model)
         return zegclip.LabelerSpec(
-            clip_model=clip_model, clip_pretrained=None, method=family, **spec_fields
+            clip_model=clip_model,
+            clip_pretrained=None,
+            clip_weights=str(weights),
+            method=family,
+            **spec_fields,
         )
     path = folder / f"{family}-{Path(clip_model).stem}.safetensors"
     if not path.exists():
@@ -38,7 +46,8 @@ def family_spec(family: str, clip_model: str, folder: Path, **spec_fields):
             from zegclip.models.zegot.config import ZegOTConfig
             from zegclip.models.zegot.model import build_zegot
 
-            model = build_zegot(ZegOTConfig(clip=clip))
+            tiny = {"layers": (-2, -1)} if clip_model.endswith(".json") else {}  # 2-block ViT
+            model = build_zegot(ZegOTConfig(clip=clip, **tiny))
         zegclip.save_checkpoint(model, path, embed_clip=True)
     return zegclip.LabelerSpec(checkpoint=str(path), **spec_fields)
 

@@ -21,7 +21,7 @@ import pytest
 import torch
 from content import label_agreement, same_size_photos, stored_maps, write_pngs
 from device_compare import FAMILIES, NAMES, compare_with_cpu
-from tiny_models import TINY_CLIP
+from tiny_models import TINY_CLIP, save_random_clip_weights
 
 pytestmark = [
     pytest.mark.gpu,
@@ -50,10 +50,14 @@ def test_family_on_cuda_matches_the_cpu_oracle(family, precision, photos, tmp_pa
 def _label(src: Path, out: Path, vocab: Path, device: str, precision: str) -> None:
     from jobs.label import main
 
+    weights = src.parent / "clip.safetensors"  # one seeded random model for every process
+    if not weights.exists():
+        save_random_clip_weights(weights)
     code = main(
         [
             "--input", str(src), "--output", str(out), "--vocab", str(vocab),
-            "--clip-model", TINY_CLIP, "--clip-pretrained", "none", "--batch-size", "4",
+            "--clip-model", TINY_CLIP, "--clip-pretrained", "none",
+            "--clip-weights", str(weights), "--batch-size", "4",
             "--device", device, "--precision", precision, "--concurrency", "1",
             "--num-gpus-per-actor", "1" if device == "cuda" else "0",
         ]

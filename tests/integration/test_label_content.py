@@ -25,7 +25,7 @@ from content import (
     stored_maps,
     write_pngs,
 )
-from tiny_models import TINY_CLIP
+from tiny_models import TINY_CLIP, save_random_clip_weights
 
 import zegclip
 from jobs import label
@@ -45,6 +45,13 @@ def photos() -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
+def clip_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Seeded random tiny CLIP weights: with ``--clip-pretrained none`` alone every actor would
+    draw its own random model, and no test could rebuild the job's predictor."""
+    return str(save_random_clip_weights(tmp_path_factory.mktemp("clip") / "tiny.safetensors"))
+
+
+@pytest.fixture(scope="module")
 def zegclip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny random ZegCLIP checkpoint (CLIP embedded)."""
     import torch
@@ -56,9 +63,16 @@ def zegclip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(zegclip.save_checkpoint(model, path, embed_clip=True))
 
 
-def _flags(family: str, checkpoint: str) -> list[str]:
+def _flags(family: str, checkpoint: str, clip_weights: str) -> list[str]:
     if family == "naclip":  # the job's default mode: training-free NACLIP
-        return ["--clip-model", TINY_CLIP, "--clip-pretrained", "none"]
+        return [
+            "--clip-model",
+            TINY_CLIP,
+            "--clip-pretrained",
+            "none",
+            "--clip-weights",
+            clip_weights,
+        ]
     return ["--checkpoint", checkpoint, "--min-score", "0"]  # argmax everywhere: more to compare
 
 
@@ -88,6 +102,7 @@ def test_stored_maps_are_each_images_own_prediction(
     ray_local: None,
     photos: dict,
     zegclip_checkpoint: str,
+    clip_weights: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
     where: str,
@@ -109,7 +124,7 @@ def test_stored_maps_are_each_images_own_prediction(
     argv = ["--vocab", str(vocab), "--input", src, "--output", out, "--device", "cpu"]
     argv += ["--batch-size", str(batch), "--shard-size", str(shard), "--concurrency", "1"]
     argv += ["--num-gpus-per-actor", "0"]
-    predictor = _label(argv + _flags(family, zegclip_checkpoint))
+    predictor = _label(argv + _flags(family, zegclip_checkpoint, clip_weights))
 
     expected = alone(predictor, photos)
     assert distinct(expected), "two photos give the same maps: a swap could not show"
