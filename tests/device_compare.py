@@ -55,9 +55,12 @@ def family_spec(family: str, clip_model: str, folder: Path, **spec_fields):
 def separated_embeddings(spec, vocab) -> np.ndarray:
     """Seeded random unit embeddings in the shape the family's encoder returns: random text
     towers map names to nearly parallel vectors, which would make every pixel a near-tie."""
+    import dataclasses
+
     import zegclip
 
-    shape = zegclip.encode_vocabulary_for(spec, vocab, use_cache=False).shape
+    one_template = dataclasses.replace(spec, templates="single")  # only the shape is used
+    shape = zegclip.encode_vocabulary_for(one_template, vocab, use_cache=False).shape
     emb = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     return emb / np.linalg.norm(emb, axis=-1, keepdims=True)
 
