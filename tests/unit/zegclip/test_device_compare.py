@@ -20,6 +20,7 @@ def photos() -> list[np.ndarray]:
     return same_size_photos(2, (120, 160)) + same_size_photos(3, (90, 200))[2:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cpu_against_cpu_oracle_agrees_exactly(family, photos, tmp_path_factory) -> None:
     folder = tmp_path_factory.mktemp("ckpt")
