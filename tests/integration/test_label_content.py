@@ -116,11 +116,13 @@ def test_stored_maps_are_each_images_own_prediction(
         write_pngs(list(photos.values()), tmp_path / "in")
         src, out = str(tmp_path / "in"), str(tmp_path / "out")
     else:
-        bucket = request.getfixturevalue("s3_bucket")
+        bucket = request.getfixturevalue("s3_bucket")  # shared by the s3 cases (name cut)
+        run = f"{family}-{batch}-{shard}"
         client = boto3.client("s3")
         for image_id, image in photos.items():
-            client.put_object(Bucket=bucket[5:], Key=f"in/{image_id}", Body=png_bytes(image))
-        src, out = f"{bucket}/in", f"{bucket}/out"
+            key = f"{run}/in/{image_id}"
+            client.put_object(Bucket=bucket[5:], Key=key, Body=png_bytes(image))
+        src, out = f"{bucket}/{run}/in", f"{bucket}/{run}/out"
     argv = ["--vocab", str(vocab), "--input", src, "--output", out, "--device", "cpu"]
     argv += ["--batch-size", str(batch), "--shard-size", str(shard), "--concurrency", "1"]
     argv += ["--num-gpus-per-actor", "0"]
