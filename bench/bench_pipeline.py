@@ -14,10 +14,12 @@ actor with 0.5 CPU). On a GPU machine pass ``--device cuda``; the actor then get
 Usage: ``python bench/bench_pipeline.py [--models tests/data/tiny-test.json ViT-B-16] [--images 16]
 [--batch-size 4] [--threads 1] [--device cpu]``
 
-Plumbing mode, ``--plumbing N [--before REF]``: N small real photos (CamVid resized to 120x90)
-through the pipeline with a no-op predictor (``bench/plumbing_run.py``), once with the code of
-git ref REF and once with this tree, each in a fresh process with its own local Ray; prints
-images/s and the driver's peak RSS side by side.
+Plumbing mode, ``--plumbing N [N ...] [--before REF]``: N small real photos (CamVid resized to
+120x90) through the pipeline with a no-op predictor (``bench/plumbing_run.py``), with this tree
+and, when ``--before`` is given, with the code of git ref REF, each run in a fresh process with
+its own local Ray; prints images/s and the driver's peak RSS per run. With several N it also
+prints the least-squares slope of this tree's driver peak RSS, in MB per 1,000 images (driver
+memory flatness): ``python bench/bench_pipeline.py --plumbing 1000 5000 20000``.
 """
 
 from __future__ import annotations
@@ -170,24 +172,47 @@ def plumbing_once(tree: Path, images: Path, output: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def rss_slope_mb_per_1000(images: list[int], peaks_mb: list[float]) -> float:
+    """Least-squares slope of driver peak RSS against the number of images, MB per 1,000."""
+    return float(np.polyfit(np.asarray(images, float), np.asarray(peaks_mb, float), 1)[0] * 1000)
+
+
 def bench_plumbing(args: argparse.Namespace) -> None:
-    """Before/after plumbing table (see module docstring)."""
+    """Plumbing table for each N, then this tree's RSS slope (see module docstring)."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-plumbing-"))
     try:
-        make_small_photos(args.plumbing, args.data, workdir / "in")
-        trees = {f"before ({args.before})": export_tree(args.before, workdir / "before")}
+        make_small_photos(max(args.plumbing), args.data, workdir / "all")
+        trees = {}
+        if args.before:
+            trees[f"before ({args.before})"] = export_tree(args.before, workdir / "before")
         trees["after (this tree)"] = REPO_ROOT
-        print(f"\n{args.plumbing} images 120x90 JPEG, no-op predictor, 1 actor, local Ray\n")
+        print("\nimages 120x90 JPEG, no-op predictor, 1 actor, batch 16, shard 256, local Ray\n")
         print("| code | images | images/s | wall s | driver peak RSS MB |")
         print("|---|---|---|---|---|")
-        for i, (name, tree) in enumerate(trees.items()):
-            r = plumbing_once(tree, workdir / "in", workdir / f"out{i}")
-            print(
-                f"| {name} | {r['images']} | {r['images_per_s']:.1f} | {r['seconds']:.1f} | "
-                f"{r['driver_peak_rss_mb']:.0f} |"
-            )
+        peaks = []
+        for n in args.plumbing:
+            images = subset_folder(workdir / "all", workdir / f"in-{n}", n)
+            for i, (name, tree) in enumerate(trees.items()):
+                r = plumbing_once(tree, images, workdir / f"out-{n}-{i}")
+                print(
+                    f"| {name} | {r['images']} | {r['images_per_s']:.1f} | {r['seconds']:.1f} | "
+                    f"{r['driver_peak_rss_mb']:.0f} |",
+                    flush=True,
+                )
+            peaks.append(r["driver_peak_rss_mb"])  # the last tree is this one
+        if len(args.plumbing) > 1:
+            slope = rss_slope_mb_per_1000(args.plumbing, peaks)
+            print(f"\nthis tree: driver peak RSS slope {slope:+.2f} MB per 1,000 images")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def subset_folder(source: Path, dest: Path, n: int) -> Path:
+    """``dest`` holding hard links to the first ``n`` files of ``source`` (name order)."""
+    dest.mkdir()
+    for path in sorted(source.iterdir())[:n]:
+        os.link(path, dest / path.name)
+    return dest
 
 
 def main() -> None:
@@ -204,8 +229,10 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--data", type=Path, default=PHOTOS)
-    parser.add_argument("--plumbing", type=int, help="plumbing mode: number of small images")
-    parser.add_argument("--before", default="main", help="git ref of the 'before' code")
+    parser.add_argument(
+        "--plumbing", type=int, nargs="+", help="plumbing mode: numbers of small images"
+    )
+    parser.add_argument("--before", help="git ref of 'before' code to run beside this tree")
     args = parser.parse_args()
     if args.plumbing:
         bench_plumbing(args)

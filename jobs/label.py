@@ -164,6 +164,18 @@ def make_spec(cfg: LabelJobConfig) -> Any:
     )
 
 
+def model_callables(spec: Any, vocab: Any) -> tuple[Any, Any, Any]:
+    """What the job hands ``run_label_job``: the predictor factory (run once per actor), the
+    vocabulary encoder (once per run, on the driver) and the CPU image preparer (decode tasks).
+    Tests build the job's predictor from the same spec to check stored masks image by image."""
+    zegclip = _zegclip()
+    return (
+        functools.partial(zegclip.build_predictor, spec, vocab),
+        functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
+        zegclip.image_preparer(spec),
+    )
+
+
 def _prepare(argv: list[str] | None) -> tuple[LabelJobConfig, Any, Any, dict]:
     """Config, vocabulary, model spec and description; storage is planned under the lease."""
     cfg = resolve_config(argv)
@@ -223,13 +235,14 @@ def _run(
     _init_local_ray(cfg)
     zegclip = _zegclip()
     try:
+        factory, encoder, prepare = model_callables(spec, vocab)
         summary = run_label_job(
             cfg,
-            functools.partial(zegclip.build_predictor, spec, vocab),
-            functools.partial(zegclip.encode_vocabulary_for, spec, vocab),
+            factory,
+            encoder,
             model,
             plan=plan,
-            prepare_image=zegclip.image_preparer(spec),
+            prepare_image=prepare,
             lease=lease,
             run_info={"min_score": zegclip.min_score_in_use(spec)},
         )

@@ -23,3 +23,22 @@ NO_DATA_REASON = (
     "CI provides it)"
 )
 requires_shared_data = pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=NO_DATA_REASON)
+
+
+def save_random_clip_weights(path: Path, clip_model: str = TINY_CLIP) -> Path:
+    """Seeded random open_clip weights of ``clip_model`` at its native size, as a safetensors
+    file for ``--clip-weights``: every process that loads it gets the same model (with
+    ``--clip-pretrained none`` each process draws its own random weights)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from zegclip.clip import ClipSpec, build_clip, native_image_size
+
+    spec = ClipSpec(model=clip_model, pretrained=None)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        clip = build_clip(
+            ClipSpec(model=clip_model, pretrained=None, image_size=native_image_size(spec))
+        )
+    save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, path)
+    return path

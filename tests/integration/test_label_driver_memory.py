@@ -2,7 +2,8 @@
 
 5,000 small real photos (CamVid resized to 120x90) through the real pipeline on a local Ray
 with the no-op predictor of ``bench/plumbing_run.py``; the bound is loose (Ray and pyarrow
-alone take about 240 MB); ``bench/bench_pipeline.py --plumbing`` measures it precisely.
+alone take about 240 MB). ``bench/bench_pipeline.py --plumbing 1000 5000 20000`` measures the
+slope (+0.27 MB per 1,000 images on the development VM; docs/incremental.md).
 """
 
 from __future__ import annotations
