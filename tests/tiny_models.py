@@ -23,3 +23,18 @@ NO_DATA_REASON = (
     "CI provides it)"
 )
 requires_shared_data = pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=NO_DATA_REASON)
+
+
+def tiny_clip_weights(path: Path, seed: int = 0) -> Path:
+    """Save the tiny CLIP's random weights (seeded) as safetensors at ``path``: a
+    ``--clip-weights`` file that gives the same model in every process (Ray workers, servers).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from zegclip.clip import ClipSpec, build_clip
+
+    torch.manual_seed(seed)
+    state = build_clip(ClipSpec(model=TINY_CLIP, pretrained=None)).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path

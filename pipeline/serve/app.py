@@ -1,4 +1,4 @@
-"""Label Studio's ML-backend HTTP protocol on FastAPI, over a :class:`~pipeline.serve.backend.Backend`.
+"""Label Studio's ML-backend HTTP protocol on FastAPI, over a ``pipeline.serve.backend.Backend``.
 
 Routes (as Label Studio 1.23 calls them, ``label_studio/ml/api_connector.py``):
 

@@ -55,7 +55,7 @@ class Work:
 
 
 def model_version(described: dict[str, Any]) -> str:
-    """``<checkpoint or method>-<clip model>-<hash of the spec>``, e.g. ``naclip-ViT-B-16-1a2b3c4d``."""
+    """``<checkpoint or method>-<clip model>-<spec hash>``, e.g. ``naclip-ViT-B-16-1a2b3c4d``."""
     checkpoint = described.get("checkpoint")
     head = checkpoint.rsplit("/", 1)[-1].rsplit(".", 1)[0] if checkpoint else described["method"]
     clip = str(described.get("clip_model", "")).rsplit("/", 1)[-1].removesuffix(".json")
@@ -86,8 +86,11 @@ class Backend:
         self.prepare: Callable[[np.ndarray], np.ndarray] = zegclip.image_preparer(spec)
         self._predictors: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
-        self.predict_batch.set_max_batch_size(cfg.max_batch_size)
-        self.predict_batch.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        # One batch queue per backend (a class-level ``@serve.batch`` would share one queue,
+        # bound to the first event loop, between every instance in the process).
+        self.predict_batch = serve.batch(
+            max_batch_size=cfg.max_batch_size, batch_wait_timeout_s=cfg.batch_wait_timeout_s
+        )(self._predict_works)
         self.model_calls = 0  # batched predict calls so far (tests, logs)
 
     # -- projects ------------------------------------------------------------------------------
@@ -170,9 +173,9 @@ class Backend:
             raise TaskError(f"unreadable image ({type(e).__name__}: {e})") from e
         return Work(labels, self.prepare(rgb), rgb.shape[:2])
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
-    async def predict_batch(self, works: list[Work]) -> list[Any]:
-        """Batched model call: one ``predict(images, sizes)`` per labelling config."""
+    async def _predict_works(self, works: list[Work]) -> list[Any]:
+        """Batched model call (``self.predict_batch`` takes one ``Work`` and gathers them):
+        one ``predict(images, sizes)`` per labelling config."""
         return await asyncio.to_thread(self._predict_now, works)
 
     def _predict_now(self, works: list[Work]) -> list[Any]:

@@ -164,8 +164,8 @@ def _name_matches(host: str, pattern: str) -> bool:
     return host == pattern
 
 
-def resolve_checked(host: str, port: int, policy: UrlPolicy) -> str:
-    """The first resolved address of ``host`` after checking all of them.
+def resolve_checked(host: str, port: int, policy: UrlPolicy) -> list[str]:
+    """The resolved addresses of ``host``, each checked.
 
     Raises:
         RefusedUrl: any resolved address is not allowed. FetchError: the name does not resolve.
@@ -181,7 +181,7 @@ def resolve_checked(host: str, port: int, policy: UrlPolicy) -> str:
             f"{host} resolves to {', '.join(refused) or 'nothing'}: loopback, link-local and "
             "metadata addresses need an explicit --allowed-hosts entry (an IP or CIDR)."
         )
-    return str(addresses[0])
+    return list(dict.fromkeys(str(a) for a in addresses))
 
 
 class LabelStudioAuth:
@@ -311,24 +311,29 @@ class ImageFetcher:
         if not self.policy.name_allowed(parts.hostname):
             raise RefusedUrl(f"host {parts.hostname!r} is not in --allowed-hosts")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = resolve_checked(parts.hostname, port, self.policy)
+        addresses = resolve_checked(parts.hostname, port, self.policy)
         headers = {"Host": parts.netloc.rsplit("@", 1)[-1]}
         if self.auth is not None and _origin(url) == _origin(self.auth.base_url):
             headers["Authorization"] = self.auth.header()
-        pool = self._pool(parts.scheme, parts.hostname, address, port)
-        path = parts.path or "/"
-        try:
-            return pool.urlopen(
-                "GET",
-                path + (f"?{parts.query}" if parts.query else ""),
-                headers=headers,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                timeout=urllib3.Timeout(self.timeout_s),
-            )
-        except urllib3.exceptions.HTTPError as e:
-            raise FetchError(f"{_origin(url)} unreachable: {type(e).__name__}") from e
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        for i, address in enumerate(addresses):  # e.g. localhost: ::1, then 127.0.0.1
+            pool = self._pool(parts.scheme, parts.hostname, address, port)
+            try:
+                return pool.urlopen(
+                    "GET",
+                    target,
+                    headers=headers,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    timeout=urllib3.Timeout(self.timeout_s),
+                )
+            except urllib3.exceptions.NewConnectionError as e:
+                if i + 1 == len(addresses):
+                    raise FetchError(f"{_origin(url)} unreachable: {type(e).__name__}") from e
+            except urllib3.exceptions.HTTPError as e:
+                raise FetchError(f"{_origin(url)} unreachable: {type(e).__name__}") from e
+        raise FetchError(f"{_origin(url)}: no address")
 
     def _pool(self, scheme: str, host: str, address: str, port: int) -> urllib3.HTTPConnectionPool:
         """A pool connected to the checked ``address``; TLS still verifies ``host``."""
