@@ -23,7 +23,8 @@ def prepare(url: str, token: str, config_file: str, images: list[str], url_tasks
     client = LabelStudio(base_url=url, api_key=token)
     config = Path(config_file).read_text(encoding="utf-8")
     project = client.projects.create(title="serve test", label_config=config)
-    files = [("files", (Path(p).name, Path(p).read_bytes(), "image/png")) for p in images]
+    # one form field per file: Label Studio reads one file per field name
+    files = [(Path(p).name, (Path(p).name, Path(p).read_bytes(), "image/png")) for p in images]
     upload = requests.post(
         f"{url}/api/projects/{project.id}/import",
         files=files,
