@@ -36,16 +36,24 @@ def application(cfg: ServeConfig, spec: Any, num_gpus: float) -> serve.Applicati
     return deployment.bind(cfg, spec)
 
 
+# Flags a RayService may leave to the label job's ConfigMap (infra/params.yaml).
+ENV_FLAGS = {"checkpoint": "CHECKPOINT", "clip_weights": "CLIP_WEIGHTS"}
+
+
 def build(args: dict[str, Any]) -> serve.Application:
-    """Application builder for ``serve run`` / RayService: ``args`` are flag names and values.
+    """Application builder for ``serve run`` / RayService: ``args`` are flag names and values;
+    ``checkpoint`` / ``clip_weights`` default to ``$CHECKPOINT`` / ``$CLIP_WEIGHTS`` when set.
 
     Raises:
         ValueError: invalid settings (the same checks, and messages, as ``jobs/serve.py``).
     """
+    import os
+
     from jobs.serve import num_gpus, prepare  # the repository root is the working directory
 
+    from_env = {k: os.environ[v] for k, v in ENV_FLAGS.items() if os.environ.get(v)}
     argv = []
-    for key, value in args.items():
+    for key, value in {**from_env, **args}.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
             argv.append(flag)
