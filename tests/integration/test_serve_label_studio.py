@@ -84,6 +84,8 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "LABEL_STUDIO_BASE_DATA_DIR": str(home),
         "DJANGO_DB": "sqlite",
         "USE_DEFAULT_BANNED_SUBNETS": "false",  # its ML backend is on 127.0.0.1 too
+        "LATEST_VERSION_CHECK": "false",  # no pypi.org look-up: loopback traffic only
+        "COLLECT_ANALYTICS": "false",
         "SENTRY_DSN": "",
         "FRONTEND_SENTRY_DSN": "",
     }
@@ -95,7 +97,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=home)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(f"{url}/health", 300, proc, log)
+        _wait_http(f"{url}/health", 900, proc, log)  # first start migrates SQLite: minutes
         yield url
     finally:
         _stop(proc)
