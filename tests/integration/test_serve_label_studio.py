@@ -1,7 +1,8 @@
 """``jobs/serve.py`` on real Ray Serve, connected to a real Label Studio on 127.0.0.1.
 
 Label Studio (1.23, its own environment: its pins clash with ours) runs from
-``/work/venvs/label-studio`` (or ``$LABEL_STUDIO_VENV``); label-studio-sdk from that environment
+``$LABEL_STUDIO_VENV``, else ``../venvs/label-studio`` beside the checkout (``.ci/run`` creates
+it), else ``/work/venvs/label-studio``; label-studio-sdk from that environment
 creates a project with a BrushLabels config, uploads real photos and asks Label Studio for the
 predictions of every task. The backend fetches the uploads from Label Studio with a personal
 access token. Stored predictions must decode to the masks the predictor gives for the same
@@ -31,7 +32,11 @@ from tiny_models import TINY_CLIP, tiny_clip_weights
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LS_VENV = Path(os.environ.get("LABEL_STUDIO_VENV", "/work/venvs/label-studio"))
+_CANDIDATES = [REPO_ROOT.parent / "venvs" / "label-studio", Path("/work/venvs/label-studio")]
+LS_VENV = Path(
+    os.environ.get("LABEL_STUDIO_VENV")
+    or next((p for p in _CANDIDATES if (p / "bin" / "label-studio").is_file()), _CANDIDATES[0])
+)
 LS_INSTALL = f"python3.11 -m venv {LS_VENV} && {LS_VENV}/bin/pip install label-studio==1.23.2"
 CLIENT = Path(__file__).with_name("label_studio_client.py")
 PHOTOS = ("voc_0.png", "voc_1.png", "voc_114.png")
