@@ -175,3 +175,23 @@ def test_invalid_flags_exit_2_naming_the_flag(clip_weights: Path, capsys, caplog
         caplog.clear()
         assert main(["--device", "cpu", *flags]) == 2
         assert message in caplog.text, (flags, caplog.text)
+
+
+def test_rayservice_builder_takes_flag_names(clip_weights: Path, monkeypatch) -> None:
+    from tiny_models import TINY_CLIP
+
+    from pipeline.config import ConfigError
+    from pipeline.serve.deployment import build
+
+    monkeypatch.delenv("CHECKPOINT", raising=False)
+    monkeypatch.setenv("CLIP_WEIGHTS", str(clip_weights))  # from the ConfigMap
+    args = {"clip_model": TINY_CLIP, "device": "cpu", "num_replicas": 3}
+    args |= {"num_gpus_per_replica": 0, "compile": False, "max_batch_size": 4}
+    app = build(args)
+    deployment = app._bound_deployment
+    assert deployment.num_replicas == 3
+    assert deployment.ray_actor_options["num_gpus"] == 0
+    cfg, spec = deployment.init_args
+    assert (cfg.max_batch_size, cfg.compile, spec.clip_weights) == (4, False, str(clip_weights))
+    with pytest.raises(ConfigError, match="--num-replicas must be >= 1"):
+        build({**args, "num_replicas": 0})
