@@ -259,6 +259,8 @@ def test_labelling_page_shows_the_pre_annotation(
     finally:
         browser.quit()
     (tmp_path / "labelling.png").write_bytes(png)
-    if os.environ.get(SCREENSHOT_ENV):
-        Path(os.environ[SCREENSHOT_ENV]).write_bytes(png)
+    if os.environ.get(SCREENSHOT_ENV):  # the format follows the suffix (.png, .jpg)
+        from PIL import Image
+
+        Image.open(tmp_path / "labelling.png").convert("RGB").save(os.environ[SCREENSHOT_ENV])
     assert len(png) > 20_000
