@@ -48,6 +48,8 @@ def test_setup_and_predict_give_the_predictors_masks(make_backend, image_server,
         response = client.post("/predict", json=body).json()
     assert response["model_version"] == backend.model_version
     predictor = backend.predictor(backend.labels_for(LABEL_CONFIG))
+    assert backend.predictor(backend.labels_for(LABEL_CONFIG)) is predictor  # built once
+    assert list(backend._predictors) == [backend.labels_for(LABEL_CONFIG).key]
     assert len(response["results"]) == 2
     for name, result in zip(("voc_0.png", "voc_1.png"), response["results"]):
         rgb, (w, h) = decode_image((photos / name).read_bytes(), 10**8)
