@@ -4,8 +4,10 @@ N concurrent clients each send ``--requests`` sequential ``POST /predict`` reque
 (Label Studio's shape: one task per request when an annotator opens a task); the task's image
 is a real VOC photo served over loopback HTTP, fetched by the backend like a Label Studio URL.
 Reports requests/s and p50/p95 latency per client count, with request batching on
-(``--max-batch-size``) and off (1). The model is the tiny random CLIP of the tests on CPU by
-default (``--device``; pass ``--clip-model ViT-B-16 --clip-weights FILE`` for a real one).
+(``--max-batch-size``) and off (1): both are deployed side by side (``/b<size>/predict``, one
+replica each) and measured alternately for ``--rounds`` rounds, so drifting machine load hits
+both alike. The model is the tiny random CLIP of the tests on CPU by default (``--device``;
+pass ``--clip-model ViT-B-16 --clip-weights FILE`` for a real one).
 
 Usage: ``python bench/bench_serve.py [--clients 1 4 16] [--requests 8] [--max-batch-size 8]``
 """
@@ -40,12 +42,13 @@ def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     p.add_argument("--requests", type=int, default=8, help="sequential requests per client")
+    p.add_argument("--rounds", type=int, default=3, help="alternating on/off measurements")
     p.add_argument("--max-batch-size", type=int, default=8)
     p.add_argument("--batch-wait-timeout-s", type=float, default=0.02)
     p.add_argument("--device", default="cpu")
     p.add_argument("--clip-model", default=TINY_CLIP)
     p.add_argument("--clip-weights", default=None, help="default: the tiny CLIP, seeded")
-    p.add_argument("--num-cpus", type=int, default=None, help="local Ray CPUs")
+    p.add_argument("--num-cpus", type=int, default=4, help="local Ray logical CPUs (2 replicas)")
     return p.parse_args()
 
 
@@ -70,17 +73,20 @@ def _load(url: str, photos: list[str], clients: int, per_client: int) -> tuple[f
     return time.perf_counter() - start, latencies
 
 
-def _deploy(args: argparse.Namespace, weights: str, port: int, batch: int) -> None:
+def _deploy(args: argparse.Namespace, weights: str, port: int, batch: int) -> str:
+    """Deploy the app with ``--max-batch-size batch`` at ``/b<batch>``; returns its name."""
     from ray import serve
 
     from jobs.serve import prepare
-    from pipeline.serve.deployment import APP_NAME, application
+    from pipeline.serve.deployment import application
 
     flags = ["--clip-model", args.clip_model, "--clip-weights", weights, "--device", args.device]
     flags += ["--allowed-hosts", "127.0.0.1", "--max-batch-size", str(batch)]
     flags += ["--batch-wait-timeout-s", str(args.batch_wait_timeout_s), "--port", str(port)]
     cfg, spec = prepare(flags)
-    serve.run(application(cfg, spec, num_gpus=1 if args.device == "cuda" else 0), name=APP_NAME)
+    app = application(cfg, spec, num_gpus=1 if args.device == "cuda" else 0)
+    serve.run(app, name=f"b{batch}", route_prefix=f"/b{batch}")
+    return f"b{batch}"
 
 
 def main() -> None:
@@ -101,17 +107,26 @@ def main() -> None:
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}/predict"
+    modes = (args.max_batch_size, 1)
+    urls = {b: f"http://127.0.0.1:{port}/{_deploy(args, weights, port, b)}/predict" for b in modes}
     rows = []
     with http_folder(work) as images:
         photos = [images + n for n in names]
-        for batch in (args.max_batch_size, 1):
-            _deploy(args, weights, port, batch)
-            _load(url, photos, 2, 2)  # warm-up: predictor built, vocabulary encoded
-            for clients in args.clients:
-                wall, lat = _load(url, photos, clients, args.requests)
-                q = statistics.quantiles(lat, n=20)
-                rows.append((batch, clients, len(lat) / wall, statistics.median(lat), q[18]))
+        for batch in modes:
+            _load(urls[batch], photos, 2, 2)  # warm-up: predictor built, vocabulary encoded
+        for clients in args.clients:
+            walls = {b: 0.0 for b in modes}
+            lats: dict[int, list[float]] = {b: [] for b in modes}
+            for r in range(args.rounds):
+                for batch in modes if r % 2 == 0 else modes[::-1]:
+                    wall, lat = _load(urls[batch], photos, clients, args.requests)
+                    walls[batch] += wall
+                    lats[batch] += lat
+            for batch in modes:
+                q = statistics.quantiles(lats[batch], n=20)
+                rps = len(lats[batch]) / walls[batch]
+                rows.append((batch, clients, rps, statistics.median(lats[batch]), q[18]))
+    rows.sort(key=lambda row: (-row[0], row[1]))
     serve.shutdown()
     ray.shutdown()
     print("| max batch | clients | requests/s | p50 latency (s) | p95 latency (s) |")
