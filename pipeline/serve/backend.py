@@ -229,7 +229,8 @@ def context_labels(context: Any) -> list[str]:
 
 def task_classes(task: dict) -> list[str]:
     """The task's own ``data.classes`` (a list or comma-separated text), if any."""
-    value = (task.get("data") or {}).get(CLASSES_FIELD) if isinstance(task, dict) else None
+    data = task.get("data") if isinstance(task, dict) else None
+    value = data.get(CLASSES_FIELD) if isinstance(data, dict) else None
     if value is None:
         return []
     if isinstance(value, str):

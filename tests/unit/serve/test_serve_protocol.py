@@ -72,7 +72,7 @@ def test_bad_tasks_get_error_entries_and_others_predictions(
         _task(1, url + "voc_0.png"),
         _task(2, url + "notes.png"),  # not an image
         _task(3, url + "missing.png"),  # 404
-        {"id": 4, "data": {"other": "x"}},  # no image field
+        {"id": 4, "data": "not a mapping"},  # no image field
         _task(5, url + "voc_0.png", classes=["dog", "cat"]),  # unknown class
         _task(6, "http://169.254.169.254/latest/meta-data/"),  # cloud metadata
         _task(7, "file:///etc/passwd"),
