@@ -6,7 +6,9 @@ order pytest loads the conftest files in; the Ray fixture registers it for pickl
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +108,47 @@ def tar_bytes(members: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def http_folder(
+    root: Path, redirects: dict[str, str] | None = None, seen: list | None = None
+) -> Iterator[str]:
+    """Serve the files of ``root`` over HTTP on 127.0.0.1 (a real server, in a thread).
+
+    Args:
+        redirects: request path -> ``Location`` answered with a 302.
+        seen: when given, ``(path, Authorization header or None)`` of each request is appended.
+
+    Yields:
+        The base URL, ``http://127.0.0.1:<port>/``.
+    """
+    import functools
+    import http.server
+    import threading
+
+    moves = dict(redirects or {})
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            if seen is not None:
+                seen.append((self.path, self.headers.get("Authorization")))
+            if self.path in moves:
+                self.send_response(302)
+                self.send_header("Location", moves[self.path])
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Handler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()

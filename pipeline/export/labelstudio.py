@@ -34,8 +34,14 @@ FROM_NAME, TO_NAME = "tag", "image"
 MODEL_VERSION = "zegclip-labeler"
 
 
-def brush_results(labels: np.ndarray, class_names: Sequence[str]) -> list[dict]:
-    """(H, W) uint8 export labels -> one Label Studio ``brushlabels`` result per present class."""
+def brush_results(
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    from_name: str = FROM_NAME,
+    to_name: str = TO_NAME,
+) -> list[dict]:
+    """(H, W) uint8 export labels -> one Label Studio ``brushlabels`` result per present class
+    (region id ``c<class index>``), painted by ``from_name`` on ``to_name``."""
     from label_studio_converter.brush import mask2rle  # only this format needs it
 
     height, width = labels.shape
@@ -46,8 +52,8 @@ def brush_results(labels: np.ndarray, class_names: Sequence[str]) -> list[dict]:
             {
                 "id": f"c{c}",
                 "type": "brushlabels",
-                "from_name": FROM_NAME,
-                "to_name": TO_NAME,
+                "from_name": from_name,
+                "to_name": to_name,
                 "original_width": width,
                 "original_height": height,
                 "image_rotation": 0,

@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parents[3]
 INFRA = ROOT / "infra"
 KUBERAY_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "kuberay.schema.json").read_text())
 K8S_VERSION = "1.33"
-RAY_FILES = ("raycluster.yaml", "rayjob-label.yaml", "raycronjob-label.yaml")
+RAY_FILES = (
+    "raycluster.yaml",
+    "rayjob-label.yaml",
+    "raycronjob-label.yaml",
+    "rayservice-serve.yaml",
+)
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
 
 
@@ -52,11 +57,13 @@ def _cluster_spec(doc: dict) -> dict:
     spec = doc["spec"]
     if doc["kind"] == "RayCronJob":
         spec = spec["jobTemplate"]
+    if doc["kind"] == "RayService":
+        return spec["rayClusterConfig"]
     return spec.get("rayClusterSpec", spec)
 
 
 def _pod_templates(doc: dict) -> Iterator[dict]:
-    if doc["kind"] in ("RayCluster", "RayJob", "RayCronJob"):
+    if doc["kind"] in ("RayCluster", "RayJob", "RayCronJob", "RayService"):
         cluster = _cluster_spec(doc)
         yield cluster["headGroupSpec"]["template"]
         for group in cluster.get("workerGroupSpecs", []):
@@ -279,3 +286,40 @@ def test_kustomization_lists_existing_core_manifests() -> None:
     for name in resources:
         assert (INFRA / name).is_file()
         assert all(not d["apiVersion"].startswith("ray.io/") for d in _load(name))
+
+
+def test_rayservice_runs_the_serve_app_with_valid_flags(monkeypatch) -> None:
+    from jobs.serve import build_parser
+    from pipeline.serve import deployment
+
+    doc = _one("rayservice-serve.yaml", "RayService")
+    (app,) = yaml.safe_load(doc["spec"]["serveConfigV2"])["applications"]
+    module, name = app["import_path"].split(":")
+    assert module == deployment.__name__ and callable(getattr(deployment, name))
+    assert app["route_prefix"] == "/"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in app["args"].items()]
+    build_parser().parse_args(flags)  # every arg is a jobs/serve.py flag of the right type
+    cluster = _cluster_spec(doc)
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert {"containerPort": 8000, "name": "serve"} in head["ports"]
+    (gpu,) = cluster["workerGroupSpecs"]
+    assert gpu["minReplicas"] >= 1  # a warm replica for annotators
+    assert (
+        gpu["maxReplicas"] * 1 >= app["args"]["num_replicas"] * app["args"]["num_gpus_per_replica"]
+    )
+    env = {e["name"]: e["valueFrom"] for e in gpu["template"]["spec"]["containers"][0]["env"]}
+    assert env["LABEL_STUDIO_API_KEY"]["secretKeyRef"]["name"] == "label-studio-api-key"
+    assert env["LABEL_STUDIO_URL"]["configMapKeyRef"]["name"] == "label-job-params"
+    assert "LABEL_STUDIO_URL" in _one("params.yaml", "ConfigMap")["data"]
+    assert set(deployment.ENV_FLAGS.values()) <= set(_one("params.yaml", "ConfigMap")["data"])
+
+
+def test_kuberay_schema_rejects_broken_rayservice() -> None:
+    doc = copy.deepcopy(_one("rayservice-serve.yaml", "RayService"))
+    doc["spec"]["serveConfigV2"] = {"applications": []}  # must be a YAML string
+    with pytest.raises(jsonschema.ValidationError):
+        _validate_kuberay(doc)
+    doc = copy.deepcopy(_one("rayservice-serve.yaml", "RayService"))
+    doc["spec"]["upgradeStrategy"]["type"] = "BlueGreen"
+    with pytest.raises(jsonschema.ValidationError):
+        _validate_kuberay(doc)
