@@ -42,8 +42,8 @@ class SamplePhotos:
         folder.mkdir(parents=True, exist_ok=True)
 
     def jpegs(self, n: int) -> list[Path]:
-        """``n`` distinct JPEG photos of 480 x 360 (quality 90), named ``photo_000.jpg``, ..."""
-        return [self._file(f"photo_{i:03d}.jpg", i, "JPEG") for i in range(n)]
+        """``n`` distinct JPEG photos of 480 x 360 (quality 90), named ``frame_000.jpg``, ..."""
+        return [self._file(f"frame_{i:03d}.jpg", i, "JPEG") for i in range(n)]
 
     def pngs(self, n: int) -> list[Path]:
         """``n`` distinct PNG photos of varied sizes (longest side 500), ``photo_000.png``, ..."""
