@@ -8,9 +8,9 @@ Usage::
 Runs on an embedded local Ray unless ``RAY_ADDRESS`` is set (as ``ray job submit`` does).
 S3 endpoint and credentials come only from the standard ``AWS_*`` environment variables.
 
-Exit codes: 0 done; 2 configuration error (nothing was processed); 3 error rows above
-``--max-error-rate`` (outputs are written). Other failures (e.g. preemption) exit 1; re-running
-the same command resumes from the last finished shard.
+Exit codes: 0 done; 1 any other failure (e.g. preemption; re-running the same command resumes
+from the last finished shard); 2 configuration error (nothing was processed); 3 error rows above
+``--max-error-rate`` (outputs are written).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/label.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
-from jobs.flags import add_dataclass_flags  # noqa: E402
+from jobs.flags import JobHelpFormatter, add_dataclass_flags  # noqa: E402
 from pipeline import storage  # noqa: E402
 from pipeline.config import (  # noqa: E402
     FIELD_HELP,
@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jobs/label.py",
         description=__doc__.split("\n\n")[0],
         argument_default=argparse.SUPPRESS,  # only flags given on the command line override
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit codes: 0 ok, 2 configuration error, 3 error rate above --max-error-rate.",
+        formatter_class=JobHelpFormatter,
+        epilog="Exit codes: 0 ok; 1 any other failure (re-run the same command to resume);\n"
+        "2 configuration error (nothing processed); 3 error rate above --max-error-rate.",
     )
     parser.add_argument("--config", help="JSON or YAML file with flag values; flags override it")
     parser.add_argument(

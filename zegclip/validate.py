@@ -16,7 +16,7 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-import open_clip  # zegclip/__init__ has made torchvision importable by now
+import open_clip  # zegclip/__init__ makes torchvision importable first
 import torch
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from safetensors import safe_open
