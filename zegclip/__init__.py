@@ -75,17 +75,15 @@ class _TorchvisionShim(MetaPathFinder):
     """Runs ``ensure_torchvision_importable`` just before the first ``import torchvision``
     (open_clip imports it), whichever zegclip module gets there first."""
 
-    busy = False
-
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
-        if fullname == "torchvision" and not self.busy:
-            _TorchvisionShim.busy = True  # the shim itself looks torchvision up
-            try:
-                from zegclip._torchvision_compat import ensure_torchvision_importable
+        if fullname != "torchvision":
+            return None
+        torch = sys.modules.get("torch")
+        if torch is not None and getattr(torch.__spec__, "_initializing", False):
+            return None  # torch itself looks for torchvision while it loads: too early
+        from zegclip._torchvision_compat import ensure_torchvision_importable
 
-                ensure_torchvision_importable()
-            finally:
-                _TorchvisionShim.busy = False
+        ensure_torchvision_importable()  # idempotent, and safe to re-enter
         return None  # the regular finders import it
 
 

@@ -23,7 +23,7 @@ from safetensors import safe_open
 
 from zegclip.clip import WeightsError, model_name
 from zegclip.devices import PRECISIONS as DEVICE_PRECISIONS
-from zegclip.io.checkpoint import CLIP_PREFIX, FORMAT_TAG, CheckpointError
+from zegclip.io.checkpoint import CLIP_PREFIX, FORMAT_TAG, CheckpointError, is_safetensors
 from zegclip.io.convert import infer_config, map_official_keys
 from zegclip.io.hub import pretrained_problem
 from zegclip.io.registry import FAMILY_LOADERS, OFFICIAL_SUFFIXES, local_path
@@ -258,10 +258,13 @@ def tensor_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in a safetensors or ``torch.save`` file, reading no data.
 
+    The format is told by the file's bytes, not its name (a converted checkpoint may be called
+    ``model``).
+
     Raises:
         ``error``: the file is neither (its message names ``flag``).
     """
-    if file.suffix == ".safetensors":
+    if file.suffix == ".safetensors" or is_safetensors(file):
         try:
             with safe_open(str(file), framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
