@@ -8,7 +8,8 @@ from pipeline import local_ray
 
 
 def _record(message: str) -> logging.LogRecord:
-    return logging.LogRecord(local_ray._AUTH_LOGGER.name, logging.WARNING, "x", 1, message, (), None)
+    name = local_ray._AUTH_LOGGER.name
+    return logging.LogRecord(name, logging.WARNING, "x", 1, message, (), None)
 
 
 def test_only_the_token_auth_enabled_notice_is_dropped() -> None:
