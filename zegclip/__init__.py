@@ -14,6 +14,7 @@ Labelling jobs use :class:`LabelerSpec` with :func:`encode_vocabulary_for` (driv
 
 import importlib
 import sys
+import types
 from importlib.abc import MetaPathFinder
 from typing import Any
 
@@ -69,6 +70,19 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
+
+
+class _Package(types.ModuleType):
+    """``zegclip.preprocess`` is the function, as before the lazy exports: importing the
+    submodule of the same name would otherwise rebind the package attribute to the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if _EXPORTS.get(name) == f"{__name__}.{name}" and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 class _TorchvisionShim(MetaPathFinder):
