@@ -3,7 +3,7 @@
 Trains each family in-process with ``jobs/train.py`` and scores it with ``jobs/evaluate.py``
 (generalised zero-shot: all 11 classes as queries, seen-class shift), then prints a table.
 With a random-weight tiny CLIP the text tower cannot name unseen classes, so unseen IoU measures
-the machinery, not zero-shot quality; run with ``--clip-model ViT-B-16 --clip-weights openai``
+the machinery, not zero-shot quality; run with ``--clip-model ViT-B-16 --clip-pretrained openai``
 on a machine that has the weights for meaningful numbers.
 
     python bench/compare_camvid.py [--steps 600] [--train-images 16] [--val-images 8]
@@ -60,8 +60,8 @@ def train_and_evaluate(model: str, args, data: dict, out: Path) -> dict:
         str(out),
         "--clip-model",
         args.clip_model,
-        "--clip-weights",
-        args.clip_weights,
+        "--clip-pretrained",
+        args.clip_pretrained,
         "--crop-size",
         "128",
         "--scale",
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--val-images", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--clip-model", default=TINY_CLIP)
-    parser.add_argument("--clip-weights", default="none")
+    parser.add_argument("--clip-pretrained", default="none", help="open_clip tag; none = random")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,13 +14,18 @@ from pathlib import Path
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg")
 
 
+def photo_bytes(name: str) -> bytes:
+    """The encoded file of the bundled photo ``name`` (one of ``PHOTOS``)."""
+    return (files("skimage") / "data" / name).read_bytes()
+
+
 def write_sample_photos(out: Path) -> list[Path]:
     """Copy each bundled photo to ``out/``; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in PHOTOS:
         path = out / name
-        path.write_bytes((files("skimage") / "data" / name).read_bytes())
+        path.write_bytes(photo_bytes(name))
         paths.append(path)
     return paths
 

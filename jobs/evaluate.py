@@ -28,6 +28,7 @@ import numpy as np
 if __package__ in (None, ""):  # `python jobs/evaluate.py` from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from jobs.flags import JobHelpFormatter  # noqa: E402
 from pipeline import schema  # noqa: E402
 from zegclip.train.calibration import (  # noqa: E402
     CalibrationCounts,
@@ -157,7 +158,11 @@ def evaluate_predictions(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line."""
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog="jobs/evaluate.py",
+        description=__doc__.split("\n")[0],
+        formatter_class=JobHelpFormatter,
+        epilog="Exit codes: 0 done; 1 --calibrate found no threshold reaching "
+        "--target-precision;\n2 configuration error (nothing was evaluated).",
     )
     p.add_argument("--checkpoint", help="model checkpoint (ours or official .pth), path or URI")
     p.add_argument("--predictions", help="labelling-job output folder (Parquet), path or URI")

@@ -8,15 +8,15 @@ Usage::
 Runs on an embedded local Ray unless ``RAY_ADDRESS`` is set (as ``ray job submit`` does).
 S3 endpoint and credentials come only from the standard ``AWS_*`` environment variables.
 
+Exit codes: 0 done; 1 any other failure (e.g. preemption; re-running the same command resumes
+from the last finished shard); 2 configuration error (nothing was processed); 3 error rows above
+``--max-error-rate`` (outputs are written); 4 lease lost: another run took the output over and
+this one stopped writing; 75 skipped, output busy (EX_TEMPFAIL: another live run holds
+``--output``; nothing was planned, deleted or written).
+
 One run owns an output at a time (lease ``<output>/_lease.json``, see docs/incremental.md): a
 run started while another live run holds the output does nothing and exits 75, or waits for it
 with ``--if-busy wait``.
-
-Exit codes: 0 done; 2 configuration error (nothing was processed); 3 error rows above
-``--max-error-rate`` (outputs are written); 4 lease lost: another run took the output over and
-this one stopped writing; 75 skipped, output busy (EX_TEMPFAIL: another live run holds
-``--output``; nothing was planned, deleted or written). Other failures (e.g. preemption) exit 1;
-re-running the same command resumes from the last finished shard.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/label.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
-from jobs.flags import add_dataclass_flags  # noqa: E402
+from jobs.flags import JobHelpFormatter, add_dataclass_flags  # noqa: E402
 from pipeline import lease as leases  # noqa: E402
 from pipeline import storage  # noqa: E402
 from pipeline.config import (  # noqa: E402
@@ -65,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jobs/label.py",
         description=__doc__.split("\n\n")[0],
         argument_default=argparse.SUPPRESS,  # only flags given on the command line override
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Exit codes: 0 ok, 2 configuration error, 3 error rate above --max-error-rate, "
-        "4 lease lost (another run took --output over), 75 skipped: --output busy (another "
+        formatter_class=JobHelpFormatter,
+        epilog="Exit codes: 0 ok; 1 any other failure (re-run the same command to resume);\n"
+        "2 configuration error (nothing processed); 3 error rate above --max-error-rate;\n"
+        "4 lease lost (another run took --output over); 75 skipped: --output busy (another "
         "live run holds its lease; nothing done).",
     )
     parser.add_argument("--config", help="JSON or YAML file with flag values; flags override it")

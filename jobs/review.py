@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/review.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
+from jobs.flags import JobHelpFormatter  # noqa: E402
 from pipeline import lease as leases  # noqa: E402
 from pipeline import storage  # noqa: E402
 from pipeline.review import (  # noqa: E402
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="jobs/review.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=JobHelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="labelling run output URI (local, s3://, gs://)")
     p.add_argument("--out", required=True, help="local folder for the report (index.html)")

@@ -26,27 +26,20 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import fsspec
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # `python jobs/train.py` from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# Only what --help needs is imported here (zegclip's package import is lazy); torch, open_clip
+# and the training code are imported by the functions that use them, after the flags parse.
 import zegclip  # noqa: E402
-from jobs.flags import add_dataclass_flags  # noqa: E402
-from zegclip.clip import weights_source  # noqa: E402
-from zegclip.text import load_text_embeddings  # noqa: E402
-from zegclip.train.augment import AugmentConfig  # noqa: E402
-from zegclip.train.data import PairSource  # noqa: E402
-from zegclip.train.loop import MaskLogits, TrainConfig, Trainer, seen_vector  # noqa: E402
-from zegclip.train.sources import load_pairs, read_classes, read_unseen  # noqa: E402
-from zegclip.train.state import (  # noqa: E402
-    fetch_local,
-    find_latest,
-    load_training_state,
-    save_model,
-    save_training_checkpoint,
-)
+from jobs.flags import JobHelpFormatter, add_dataclass_flags  # noqa: E402
+from zegclip.train.config import TrainConfig  # noqa: E402
+
+if TYPE_CHECKING:
+    from zegclip.clip import ClipSpec
+    from zegclip.train.loop import Trainer
 
 logger = logging.getLogger("jobs.train")
 
@@ -67,7 +60,8 @@ class JobConfig:
     reduce_zero_label: bool = False
     model: str = "zegclip"
     clip_model: str = "ViT-B-16"
-    clip_weights: str | None = "openai"
+    clip_pretrained: str | None = "openai"
+    clip_weights: str | None = None
     num_prompt_tokens: int = 10
     decoder_ffn_dim: int = 2048
     text_embeddings: str | None = None
@@ -96,11 +90,29 @@ class JobConfig:
     use_gpu: bool = False
 
 
+def clip_spec(job: JobConfig) -> ClipSpec:
+    """The frozen CLIP of ``--clip-model`` with ``--clip-weights`` or ``--clip-pretrained``.
+
+    As in ``jobs/label.py``: a weights file keeps the activation of the tag it stands in for
+    (QuickGELU for ``openai``); ``--clip-pretrained none`` without a file = random weights.
+    """
+    from zegclip.labeler import LabelerSpec
+
+    pretrained = zegclip.clip.weights_source(job.clip_pretrained)
+    return LabelerSpec(
+        clip_model=job.clip_model, clip_pretrained=pretrained, clip_weights=job.clip_weights
+    ).clip_spec
+
+
+def random_clip(job: JobConfig) -> bool:
+    """True when CLIP has random weights (then checkpoints embed them)."""
+    return clip_spec(job).pretrained is None
+
+
 def build_zegclip_model(job: JobConfig, seen_classes: tuple[str, ...]):
     """ZegCLIP from the job flags; test-time geometry follows the training scale and crop."""
-    pretrained = weights_source(job.clip_weights)
     config = zegclip.ZegCLIPConfig(
-        clip=zegclip.ClipSpec(model=job.clip_model, pretrained=pretrained),
+        clip=clip_spec(job),
         num_prompt_tokens=job.num_prompt_tokens,
         decoder_ffn_dim=job.decoder_ffn_dim,
         seen_classes=seen_classes,
@@ -116,7 +128,6 @@ def build_zegot_model(job: JobConfig, seen_classes: tuple[str, ...]):
     from zegclip.models.zegot.config import ZegOTConfig
     from zegclip.models.zegot.model import build_zegot
 
-    pretrained = weights_source(job.clip_weights)
     names = {f.name for f in dataclasses.fields(ZegOTConfig)}
     extra = {
         "short_side": job.scale[1],
@@ -124,7 +135,7 @@ def build_zegot_model(job: JobConfig, seen_classes: tuple[str, ...]):
         "stride": max(1, round(job.crop_size * 426 / 512)),
     }
     config = ZegOTConfig(
-        clip=zegclip.ClipSpec(model=job.clip_model, pretrained=pretrained),
+        clip=clip_spec(job),
         layers=tuple(int(v) for v in job.zegot_layers.split(",")),
         seen_classes=seen_classes,
         **{k: v for k, v in extra.items() if k in names},
@@ -141,6 +152,8 @@ BUILDERS = {"zegclip": build_zegclip_model, "zegot": build_zegot_model}
 
 def job_pairs(job: JobConfig) -> list:
     """The training pairs the data flags name (see ``zegclip.train.sources.load_pairs``)."""
+    from zegclip.train.sources import load_pairs
+
     return load_pairs(
         data=job.data,
         images=job.images,
@@ -174,6 +187,8 @@ def _context() -> tuple[int, int, bool]:
 
 def _restore(job: JobConfig, seen_classes: tuple[str, ...], tmp: str):
     """Model and training state: from the latest checkpoint when resuming, else fresh."""
+    from zegclip.train.state import fetch_local, find_latest, load_training_state
+
     latest = find_latest(job.output) if job.resume else None
     if latest is None:
         if job.resume:
@@ -193,6 +208,11 @@ def run_worker(job_dict: dict) -> dict:
     Returns:
         the last step's metrics (rank 0 also writes checkpoints and the final model).
     """
+    from zegclip.text import load_text_embeddings
+    from zegclip.train.augment import AugmentConfig
+    from zegclip.train.data import PairSource
+    from zegclip.train.loop import MaskLogits, Trainer, seen_vector
+    from zegclip.train.sources import read_classes, read_unseen
 
     job = JobConfig(**job_dict)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -257,7 +277,9 @@ def _device(job: JobConfig, in_ray: bool):
 
 
 def _loop(job: JobConfig, trainer: Trainer, rank: int, in_ray: bool) -> dict:
-    embed = weights_source(job.clip_weights) is None
+    from zegclip.train.state import save_model, save_training_checkpoint
+
+    embed = random_clip(job)
     out: dict = {}
     while trainer.step < job.max_iters:
         out = trainer.train_one()
@@ -313,6 +335,8 @@ def run_with_ray(job: JobConfig) -> None:
 
 def write_job_config(job: JobConfig) -> None:
     """Resolved config next to the outputs (``train_config.json``)."""
+    import fsspec
+
     fs, path = fsspec.core.url_to_fs(job.output)
     fs.makedirs(path, exist_ok=True)
     with fs.open(f"{path.rstrip('/')}/train_config.json", "w") as f:
@@ -325,9 +349,15 @@ def validate(job: JobConfig) -> None:
     Raises:
         ValueError / FileNotFoundError: with the flag to fix.
     """
+    from zegclip.train.loop import seen_vector
+    from zegclip.train.sources import read_classes, read_unseen
+
     zegclip.check_choice(job.model, sorted(BUILDERS), "--model")
     zegclip.check_clip_model(job.clip_model)
-    zegclip.check_clip_source(job.clip_model, job.clip_weights, "--clip-weights")
+    if job.clip_weights:
+        zegclip.check_clip_source(job.clip_model, job.clip_weights, "--clip-weights")
+    else:
+        zegclip.check_clip_source(job.clip_model, job.clip_pretrained, "--clip-pretrained")
     zegclip.check_choice(job.precision, ("bf16", "fp16", "fp32"), "--precision")
     _check_ranges(job)
     names = read_classes(job.classes)
@@ -387,7 +417,11 @@ HELP = {
     "reduce_zero_label": "id 0 is background: ignore it and shift the other ids down by one",
     "model": "model family: zegclip or zegot",
     "clip_model": "open_clip model name, or the path of an open_clip model config JSON",
-    "clip_weights": "open_clip pretrained tag, weights path or URI; none = random (tests)",
+    "clip_pretrained": "open_clip pretrained tag of --clip-model; 'none' = random weights (to try "
+    "the pipeline without weights)",
+    "clip_weights": "open_clip weights file, local or URI, instead of downloading "
+    "--clip-pretrained (offline machines; the tag still picks the activation). Deprecated: "
+    "a tag or 'none' here means --clip-pretrained",
     "num_prompt_tokens": "deep prompt tokens per layer (official: VOC 10, COCO-Stuff 100)",
     "decoder_ffn_dim": "decoder feed-forward width (official 2048)",
     "text_embeddings": "precomputed (C, D) class embeddings .npy instead of encoding --classes "
@@ -422,10 +456,32 @@ HELP = {
 def parse_args(argv: list[str] | None = None) -> JobConfig:
     """Command line -> :class:`JobConfig` (one flag per field, defaults from the dataclass)."""
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS
+        prog="jobs/train.py",
+        description=__doc__.split("\n")[0],
+        argument_default=argparse.SUPPRESS,
+        formatter_class=JobHelpFormatter,
+        epilog="Exit codes: 0 done; 2 configuration error (nothing was trained);\n"
+        "1 anything else (--resume continues from the last checkpoint).",
     )
     add_dataclass_flags(p, JobConfig, HELP)
-    return JobConfig(**vars(p.parse_args(argv)))
+    return JobConfig(**legacy_clip_weights(vars(p.parse_args(argv))))
+
+
+def legacy_clip_weights(values: dict) -> dict:
+    """The old ``--clip-weights TAG`` / ``--clip-weights none`` (a tag, not a file) means
+    ``--clip-pretrained TAG``, as in ``jobs/label.py``; a warning names the new spelling.
+
+    A value with neither a ``/`` nor a ``.`` is taken for a tag (files have a path or suffix).
+    """
+    weights = values.get("clip_weights")
+    if weights is None or "/" in weights or "." in weights:
+        return values
+    logger.warning(
+        "--clip-weights %s is deprecated for a pretrained tag; use --clip-pretrained %s",
+        weights,
+        weights,
+    )
+    return {**values, "clip_pretrained": weights, "clip_weights": None}
 
 
 def main(argv: list[str] | None = None) -> int:

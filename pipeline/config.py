@@ -106,9 +106,12 @@ FIELD_HELP: dict[str, str] = {
     "max_error_rate": "exit with code 3 when the fraction of error rows exceeds this",
     "limit": "process about this many of the images still to do (whole shards, listing order)",
     "checkpoint": "trained checkpoint URI (default: training-free --method)",
-    "clip_model": "open_clip architecture name",
-    "clip_pretrained": "open_clip pretrained tag; 'none' for random weights",
-    "clip_weights": "local or remote file with CLIP weights (offline clusters)",
+    "clip_model": "open_clip model name (e.g. ViT-B-16), or the path of an open_clip model "
+    "config JSON",
+    "clip_pretrained": "open_clip pretrained tag of --clip-model; 'none' = random weights, to "
+    "see the pipeline work without weights (add --min-score 0, or every pixel is unlabelled)",
+    "clip_weights": "open_clip weights file, local or URI, instead of downloading "
+    "--clip-pretrained (offline machines; the tag still picks the activation)",
     "method": "training-free variant used without --checkpoint",
     "device": "'auto', 'cuda' or 'cpu'",
     "precision": "model precision: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16",

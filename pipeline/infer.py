@@ -75,7 +75,7 @@ class SegmentationActor:
         return _to_prediction_table(batch, outputs)
 
     def _call_predictor(self, batch: dict[str, np.ndarray], rows: list[int]) -> list[Any]:
-        images = [batch[schema.IMAGE][i] for i in rows]
+        images = [_writable(batch[schema.IMAGE][i]) for i in rows]
         if not self._prepared:
             return self._predictor.predict(images)
         sizes = [(int(batch[schema.HEIGHT][i]), int(batch[schema.WIDTH][i])) for i in rows]
@@ -106,6 +106,12 @@ class SegmentationActor:
         if all(isinstance(r, str) for r in results.values()):
             raise batch_error  # every image fails on its own: the model/device is broken
         return results
+
+
+def _writable(image: np.ndarray) -> np.ndarray:
+    """``image``, copied when read-only (Ray Data's batches view Arrow buffers): torch warns on
+    ``from_numpy`` of a read-only array. One image's copy is small next to its inference."""
+    return image if image.flags.writeable else image.copy()
 
 
 def _to_prediction_table(

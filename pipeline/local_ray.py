@@ -36,15 +36,27 @@ def init_ray(**kwargs: Any) -> None:
     """Connect to ``RAY_ADDRESS`` when set (e.g. under ``ray job submit``), else start a local
     Ray; never silently attach to a stray ``ray start`` cluster. No-op when already connected.
 
-    A local Ray starts without the dashboard unless ``include_dashboard=True`` is passed."""
+    A local Ray starts without the dashboard unless ``include_dashboard=True`` is passed. Ray
+    enables token authentication for it by default (``RAY_AUTH_MODE`` unset) and warns that it
+    did on every start; that notice is dropped, any other auth message is kept."""
     if ray.is_initialized():
         return
     local = is_local()  # ray.init sets RAY_ADDRESS to the cluster it starts
     if local:
         kwargs.setdefault("include_dashboard", False)
+        _AUTH_LOGGER.addFilter(_drop_token_auth_enabled_notice)
     ray.init(address=os.environ.get("RAY_ADDRESS") or "local", **kwargs)
     if local:  # remember them now: on SIGTERM, Ray is shut down before our cleanup runs
         _local_agents[:] = _wait_for_agents()
+
+
+_AUTH_LOGGER = logging.getLogger("ray._private.authentication.authentication_token_setup")
+
+
+def _drop_token_auth_enabled_notice(record: logging.LogRecord) -> bool:
+    """False for Ray's "Token authentication is enabled for this Ray cluster" warning (it
+    reports Ray's secure default, not a problem); True for every other record."""
+    return not record.getMessage().startswith("Token authentication is enabled for this")
 
 
 @contextlib.contextmanager

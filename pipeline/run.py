@@ -40,7 +40,7 @@ from pipeline.infer import SegmentationActor
 from pipeline.local_ray import init_ray, shutdown_on_signals
 from pipeline.plan import JobPlan, plan_job
 from pipeline.predictor import ImagePreparer, PredictorFactory, VocabularyEncoder
-from pipeline.progress import ProgressLog
+from pipeline.progress import ProgressLog, quiet_ray_data
 
 __all__ = ["JobPlan", "JobSummary", "init_ray", "plan_job", "run_label_job", "shutdown_on_signals"]
 
@@ -256,16 +256,19 @@ def _consume(ds: ray.data.Dataset, plan: JobPlan, summary: JobSummary, lease: le
 def _drain(ds: ray.data.Dataset, plan: JobPlan, summary: JobSummary, lease: leases.Lease) -> None:
     progress = ProgressLog(plan.expected_images)
     # prefetch_batches=0: records reach the driver (and the log) as soon as a part is written.
-    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        if lease.lost.is_set():
-            lease.check()
-        for record in table.to_pylist():
-            progress.part_done(record["part"], record["rows"], record["errors"])
-            summary.parts_written += 1
-            summary.images += record["rows"]
-            summary.errors += record["errors"]
-            room = max(MAX_ERRORS_LISTED - len(summary.first_errors), 0)
-            summary.first_errors.extend(json.loads(record["first_errors"])[:room])
+    try:
+        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+            if lease.lost.is_set():
+                lease.check()
+            for record in table.to_pylist():
+                progress.part_done(record["part"], record["rows"], record["errors"])
+                summary.parts_written += 1
+                summary.images += record["rows"]
+                summary.errors += record["errors"]
+                room = max(MAX_ERRORS_LISTED - len(summary.first_errors), 0)
+                summary.first_errors.extend(json.loads(record["first_errors"])[:room])
+    finally:
+        progress.close()
 
 
 def drop_superseded(
@@ -361,6 +364,7 @@ def run_label_job(
         for name in write.remove_orphans(cfg.output):
             logger.info("removed %s: written by a killed run, never marked done", name)
     init_ray()
+    quiet_ray_data()  # pipeline.progress reports instead
     drop_superseded(cfg.output, plan.stale, len(cfg.class_names), lease.token)
     t_vocab = time.monotonic()
     embeddings = _encode_vocabulary(encode_vocabulary)

@@ -20,6 +20,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import fakes  # noqa: E402
 from fakes import CountingEncoder, colour_predictor_factory, free_port  # noqa: E402
+from photos import SamplePhotos  # noqa: E402
 from tiny_models import DATA_ROOT, NO_DATA_REASON  # noqa: E402
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
@@ -34,10 +35,19 @@ if "ZEGCLIP_CACHE" not in os.environ:
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    """The shared real-image data folder (``../shared/data`` from the repo root); skips without."""
+    """The shared ground-truth data folder (``../shared/data`` from the repo root); skips without.
+
+    Only for tests that need ground-truth masks; a test that needs a photo uses ``sample_photos``.
+    """
     if not DATA_ROOT.is_dir():
         pytest.skip(NO_DATA_REASON)
     return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def sample_photos(tmp_path_factory: pytest.TempPathFactory) -> SamplePhotos:
+    """Real photos (bundled with scikit-image) for tests that need no ground truth."""
+    return SamplePhotos(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture(scope="session")

@@ -24,13 +24,23 @@ _SCHEMAS = (
     "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
 )
 _library: torch.library.Library | None = None
+_checking = False  # find_spec below re-enters through zegclip's import hook
 
 
 def ensure_torchvision_importable() -> None:
     """Idempotently make ``import torchvision`` work on CPU-only torch builds."""
-    global _library
-    if _library is not None or "torchvision" in sys.modules:
+    global _checking
+    if _library is not None or _checking or "torchvision" in sys.modules:
         return
+    _checking = True
+    try:
+        _declare_missing_ops()
+    finally:
+        _checking = False
+
+
+def _declare_missing_ops() -> None:
+    global _library
     spec = importlib.util.find_spec("torchvision")
     if spec is None or spec.origin is None:
         return  # not installed: open_clip's own import error will name it

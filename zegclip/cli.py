@@ -106,7 +106,11 @@ def _add_segment(p: argparse.ArgumentParser) -> None:
 
 def _add_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="the authors' mmseg checkpoint (.pth)")
-    p.add_argument("output", help="output .safetensors file (CLIP weights embedded)")
+    p.add_argument(
+        "output",
+        help="output .safetensors file (CLIP weights embedded); a name without a suffix gets "
+        "'.safetensors'",
+    )
     p.add_argument(
         "--seen-classes",
         required=True,
@@ -221,8 +225,11 @@ def _run_convert(args: argparse.Namespace) -> int:
         seen = tuple(load_vocabulary(args.seen_classes).names)
     templates = resolve_templates(args.templates) if args.templates else None
     model = convert_official(args.source, seen_classes=seen, templates=templates)
-    save_checkpoint(model, args.output, embed_clip=True)
-    print(f"converted {args.source} -> {args.output} ({len(seen)} seen classes)")
+    output = Path(args.output)
+    if not output.suffix:  # `convert-official SRC model`: say what the file is
+        output = output.with_suffix(".safetensors")
+    save_checkpoint(model, output, embed_clip=True)
+    print(f"converted {args.source} -> {output} ({len(seen)} seen classes)")
     return 0
 
 

@@ -124,7 +124,12 @@ def check_spec(spec: LabelerSpec, vocab: Vocabulary | None = None) -> None:
     if spec.clip_weights:  # the tag then only picks the activation (see ``clip_spec``)
         validate.check_clip_weights(spec.clip_weights, spec.clip_model)
     else:
-        validate.check_clip_source(spec.clip_model, spec.clip_pretrained, "--clip-pretrained")
+        validate.check_clip_source(
+            spec.clip_model,
+            spec.clip_pretrained,
+            "--clip-pretrained",
+            without_weights="--clip-pretrained none --min-score 0",
+        )
 
 
 def vocabulary_rows(spec: LabelerSpec, vocab: Vocabulary) -> tuple[list[str], np.ndarray]:

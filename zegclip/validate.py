@@ -16,15 +16,16 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-import open_clip  # zegclip/__init__ has made torchvision importable by now
+import open_clip  # zegclip/__init__ makes torchvision importable first
 import torch
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from safetensors import safe_open
 
 from zegclip.clip import WeightsError, model_name
 from zegclip.devices import PRECISIONS as DEVICE_PRECISIONS
-from zegclip.io.checkpoint import CLIP_PREFIX, FORMAT_TAG, CheckpointError
+from zegclip.io.checkpoint import CLIP_PREFIX, FORMAT_TAG, CheckpointError, is_safetensors
 from zegclip.io.convert import infer_config, map_official_keys
+from zegclip.io.hub import pretrained_problem
 from zegclip.io.registry import FAMILY_LOADERS, OFFICIAL_SUFFIXES, local_path
 from zegclip.models.trainfree.model import RECIPES
 from zegclip.models.zegclip.config import ZegCLIPConfig
@@ -130,17 +131,25 @@ def _json_config(path: str, flag: str) -> dict[str, Any]:
     return cfg
 
 
-def check_clip_source(model: str, source: str | None, flag: str) -> None:
-    """A pretrained tag of ``model``, a weights file/URI that fits it, or None (random weights).
+def check_clip_source(
+    model: str, source: str | None, flag: str, *, without_weights: str | None = None
+) -> None:
+    """A pretrained tag of ``model`` (cached here or downloadable), a weights file/URI that fits
+    it, or None (random weights).
+
+    Args:
+        without_weights: the flags of a run without weights, named in the advice (default
+            ``<flag> none``).
 
     Raises:
         ValueError: an unknown tag (the model's tags are listed). WeightsError: see
-            :func:`check_clip_weights`.
+            :func:`check_pretrained_available` and :func:`check_clip_weights`.
     """
     if source is None or source.lower() in ("", "none"):
         return
     name = model_name(model)
     if open_clip.is_pretrained_cfg(name, source):
+        check_pretrained_available(model, source, flag, without_weights or f"{flag} none")
         return
     if "://" in source or "/" in source or Path(source).expanduser().is_file():
         check_clip_weights(source, model, flag=flag)
@@ -151,6 +160,23 @@ def check_clip_source(model: str, source: str | None, flag: str) -> None:
         f"{flag} {source!r}: not a pretrained tag of {model}; choose one of {choices}, "
         "or give a weights file (--clip-weights on offline machines)."
     )
+
+
+def check_pretrained_available(model: str, tag: str, flag: str, without_weights: str) -> None:
+    """The weights of pretrained ``tag`` are cached here or the hub answers (one short probe).
+
+    Raises:
+        WeightsError: neither; the message names ``--clip-weights`` and ``without_weights``.
+    """
+    problem = pretrained_problem(model_name(model), tag)
+    if problem is not None:
+        raise WeightsError(
+            f"{flag} {tag}: the {model} weights are not cached on this machine and cannot be "
+            f"downloaded ({problem}). Offline, pass --clip-weights PATH_OR_URI (the open_clip "
+            "weights file on local disk or object storage); to try the pipeline end to end "
+            f"without weights, pass {without_weights} (random weights: the labels show the "
+            "pipeline working, not the classes)."
+        )
 
 
 def check_clip_weights(source: str, model: str, flag: str = "--clip-weights") -> None:
@@ -232,10 +258,13 @@ def tensor_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in a safetensors or ``torch.save`` file, reading no data.
 
+    The format is told by the file's bytes, not its name (a converted checkpoint may be called
+    ``model``).
+
     Raises:
         ``error``: the file is neither (its message names ``flag``).
     """
-    if file.suffix == ".safetensors":
+    if file.suffix == ".safetensors" or is_safetensors(file):
         try:
             with safe_open(str(file), framework="pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}

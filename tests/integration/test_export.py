@@ -52,13 +52,13 @@ def _files(root: Path) -> set[Path]:
 
 
 @pytest.fixture(scope="module")
-def label_run(ray_local: None, data_root: Path, tmp_path_factory) -> dict:
+def label_run(ray_local: None, sample_photos, tmp_path_factory) -> dict:
     """A finished local labelling run over tricky names; returns its paths and the originals."""
     base = tmp_path_factory.mktemp("export")
     src = base / "input" / "deep" / "er"  # deep, so ../../ from a member would land in base
     src.mkdir(parents=True)
-    camvid = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:4]
-    voc = sorted((data_root / "voc2012-val-sample" / "images").glob("*.png"))[:5]
+    camvid = sample_photos.jpegs(4)
+    voc = sample_photos.pngs(5)
     originals: dict[str, bytes] = {}
     for name, path in zip(ODD_LOOSE, [camvid[0], voc[0], camvid[1]], strict=True):
         (src / name).write_bytes(path.read_bytes())

@@ -57,9 +57,9 @@ def _upload(moto_s3: str, s3_bucket: str, photos: list[Path]) -> str:
 
 
 def test_throttling_and_5xx_lose_and_duplicate_nothing(
-    moto_s3: str, s3_bucket: str, data_root: Path
+    moto_s3: str, s3_bucket: str, sample_photos
 ) -> None:
-    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:24]
+    photos = sample_photos.jpegs(24)
     input_uri, output = _upload(moto_s3, s3_bucket, photos), f"{s3_bucket}/out"
     proxy = FaultProxy(moto_s3, fault_every=4)  # 1 request in 4: 503 SlowDown or 500
     try:
@@ -75,9 +75,9 @@ def test_throttling_and_5xx_lose_and_duplicate_nothing(
 
 
 def test_read_that_keeps_failing_is_an_error_row_until_retried(
-    moto_s3: str, s3_bucket: str, data_root: Path
+    moto_s3: str, s3_bucket: str, sample_photos
 ) -> None:
-    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:6]
+    photos = sample_photos.jpegs(6)
     input_uri, output = _upload(moto_s3, s3_bucket, photos), f"{s3_bucket}/out"
     proxy = FaultProxy(moto_s3, fail_paths=[f"/in/{photos[3].name}"])
     try:
@@ -131,11 +131,11 @@ def _reap(proc: subprocess.Popen) -> None:
 
 
 def test_sigkill_the_driver_then_rerun_gives_one_row_per_input(
-    tmp_path: Path, data_root: Path
+    tmp_path: Path, sample_photos
 ) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:40]
+    photos = sample_photos.jpegs(40)
     for p in photos:
         (src / p.name).write_bytes(p.read_bytes())
     output = tmp_path / "out"
@@ -159,10 +159,10 @@ def test_sigkill_the_driver_then_rerun_gives_one_row_per_input(
     assert on_disk == sorted(u.rsplit("/", 1)[-1] for u in write.label_files(str(output)))
 
 
-def test_sigterm_shuts_the_local_ray_down(tmp_path: Path, data_root: Path) -> None:
+def test_sigterm_shuts_the_local_ray_down(tmp_path: Path, sample_photos) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    for p in sorted((data_root / "camvid" / "test").glob("*.jpg"))[:40]:
+    for p in sample_photos.jpegs(40):
         (src / p.name).write_bytes(p.read_bytes())
     output = tmp_path / "out"
     proc = _start_runner(src, output)
@@ -192,10 +192,10 @@ def _actor_pids(pgid: int) -> list[int]:
     return pids
 
 
-def test_killed_actor_is_replaced_and_the_run_completes(tmp_path: Path, data_root: Path) -> None:
+def test_killed_actor_is_replaced_and_the_run_completes(tmp_path: Path, sample_photos) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    for p in sorted((data_root / "camvid" / "test").glob("*.jpg"))[:40]:
+    for p in sample_photos.jpegs(40):
         (src / p.name).write_bytes(p.read_bytes())
     output = tmp_path / "out"
     proc = _start_runner(src, output, slow_s=1.5)  # 10 batches: the actor is busy for 15 s

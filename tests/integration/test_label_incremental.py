@@ -66,13 +66,13 @@ def test_growing_bucket_labels_only_new_images(
     ray_local: None,
     s3_bucket: str,
     moto_s3: str,
-    data_root: Path,
+    sample_photos,
     colour_factory,
     counting_encoder,
 ) -> None:
     client = boto3.client("s3", endpoint_url=moto_s3)
     bucket = s3_bucket.removeprefix("s3://")
-    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:80]
+    photos = sample_photos.jpegs(80)
     later = {p.name for i, p in enumerate(photos) if i % 4 == 1}  # 20 names between the others
     for p in photos:
         if p.name not in later:
@@ -108,11 +108,11 @@ def test_growing_bucket_labels_only_new_images(
 
 
 def test_retry_errors_replaces_error_rows(
-    ray_local: None, tmp_path: Path, data_root: Path, colour_factory, counting_encoder
+    ray_local: None, tmp_path: Path, sample_photos, colour_factory, counting_encoder
 ) -> None:
     src = tmp_path / "in"
     src.mkdir()
-    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:5]
+    photos = sample_photos.jpegs(5)
     for p in photos:
         (src / p.name).write_bytes(p.read_bytes())
     (src / photos[2].name).write_bytes(photos[2].read_bytes()[:300])  # truncated upload
@@ -142,13 +142,13 @@ def test_retry_errors_replaces_error_rows(
 
 
 def test_every_input_is_labelled_or_named(
-    ray_local: None, tmp_path: Path, data_root: Path, colour_factory, counting_encoder
+    ray_local: None, tmp_path: Path, sample_photos, colour_factory, counting_encoder
 ) -> None:
     from PIL import Image, features
 
     src = tmp_path / "in"
     (src / "tmp").mkdir(parents=True)
-    photo = Image.open(sorted((data_root / "camvid" / "test").glob("*.jpg"))[0]).convert("RGB")
+    photo = Image.open(sample_photos.jpegs(1)[0]).convert("RGB")
     images = {"a.gif": "GIF", "b.webp": "WEBP", "c.tif": "TIFF", "d.bmp": "BMP", "e.png": "PNG"}
     if features.check("avif"):
         images["f.avif"] = "AVIF"

@@ -68,12 +68,11 @@ def _bomb_png() -> bytes:
 
 
 @pytest.fixture()
-def dataset(s3_bucket: str, moto_s3: str, data_root: Path) -> dict:
+def dataset(s3_bucket: str, moto_s3: str, sample_photos) -> dict:
     """Upload a small mixed input; return its URI and the expected ids, sizes and errors."""
     client = boto3.client("s3", endpoint_url=moto_s3)
     bucket = s3_bucket.removeprefix("s3://")
-    camvid = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:7]
-    voc = sorted((data_root / "voc2012-val-sample" / "images").glob("*.png"))[:6]
+    camvid, voc = sample_photos.jpegs(7), sample_photos.pngs(6)
     sizes: dict[str, tuple[int, int]] = {}
     for p in camvid[:6] + voc[:2]:
         _put(client, bucket, f"in/loose/{p.name}", p.read_bytes())

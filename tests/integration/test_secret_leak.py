@@ -124,13 +124,11 @@ def scratch() -> Iterator[Path]:
 
 
 @pytest.fixture()
-def s3_inputs(s3_bucket: str, moto_s3: str, data_root: Path) -> str:
-    """2 VOC PNGs, 1 CamVid JPEG, 1 corrupt JPEG under ``images/`` and ``vocab.txt``."""
+def s3_inputs(s3_bucket: str, moto_s3: str, sample_photos) -> str:
+    """2 PNG photos, 1 JPEG photo, 1 corrupt JPEG under ``images/`` and ``vocab.txt``."""
     client = boto3.client("s3", endpoint_url=moto_s3)
     bucket = s3_bucket.removeprefix("s3://")
-    voc = data_root / "voc2012-val-sample" / "images"
-    camvid = sorted((data_root / "camvid" / "test").glob("*.jpg"))[0]
-    for p in (voc / "voc_0.png", voc / "voc_1.png", camvid):
+    for p in [*sample_photos.pngs(2), *sample_photos.jpegs(1)]:
         client.put_object(Bucket=bucket, Key=f"images/{p.name}", Body=p.read_bytes())
     client.put_object(Bucket=bucket, Key="images/broken.jpg", Body=b"\xff\xd8\xff\xe0 not a jpeg")
     client.put_object(Bucket=bucket, Key="vocab.txt", Body=b"person\ncar, automobile\nsky\n")

@@ -58,7 +58,7 @@ def _train(out: Path, emb: str, *data: str) -> Path:
         str(out),
         "--clip-model",
         TINY_CLIP,
-        "--clip-weights",
+        "--clip-pretrained",
         "none",
         "--decoder-ffn-dim",
         "128",

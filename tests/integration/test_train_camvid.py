@@ -59,7 +59,7 @@ def _flags(images: str, masks: str, output: Path, *extra: str) -> list[str]:
         str(output),
         "--clip-model",
         TINY_CLIP,
-        "--clip-weights",
+        "--clip-pretrained",
         "none",
         "--decoder-ffn-dim",
         "128",

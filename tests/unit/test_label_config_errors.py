@@ -228,3 +228,22 @@ def test_real_command_exits_2_without_starting_ray(flag, files, tmp_path) -> Non
     assert done.returncode == 2, done.stderr[-2000:]
     assert flag in done.stderr and "Traceback" not in done.stderr
     assert not list(tmp_path.rglob("session_*"))  # Ray writes its session folder here first
+
+
+def test_offline_without_cached_weights_stops_before_ray_with_advice(
+    files, capsys, caplog, monkeypatch, tmp_path
+) -> None:
+    """The README demo offline: one line naming --clip-weights and the random-weights run."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HOME", str(tmp_path))  # empty caches: nothing downloaded before
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    argv = valid_argv(files) + ["--clip-model", "ViT-B-16", "--clip-pretrained", "openai"]
+    start = time.monotonic()
+    code, text = run_in_process(argv, capsys, caplog, monkeypatch)  # fails if Ray starts
+    assert code == 2 and time.monotonic() - start < 5, text
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "Traceback" not in text
+    assert "--clip-pretrained openai" in errors[0] and "--clip-weights PATH_OR_URI" in errors[0]
+    assert "--clip-pretrained none --min-score 0" in errors[0]

@@ -84,6 +84,18 @@ def clip_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def is_safetensors(path: str | Path) -> bool:
+    """True when the file's bytes are a safetensors file, whatever its name: an 8-byte
+    little-endian header length that fits the file, then a JSON object."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        return False
+    size = int.from_bytes(head[:8], "little")
+    return 2 <= size <= path.stat().st_size - 8 and head[8:9] == b"{"
+
+
 def read_header(path: str | Path) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,12 +38,12 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def camvid_jpeg(data_root: Path) -> bytes:
-    return sorted((data_root / "camvid" / "test").glob("*.jpg"))[0].read_bytes()
+def photo_jpeg(sample_photos) -> bytes:
+    return sample_photos.jpegs(1)[0].read_bytes()
 
 
-def test_real_jpeg_decodes_to_rgb_uint8(camvid_jpeg: bytes) -> None:
-    rgb, size = decode.decode_image(camvid_jpeg, LIMIT)
+def test_real_jpeg_decodes_to_rgb_uint8(photo_jpeg: bytes) -> None:
+    rgb, size = decode.decode_image(photo_jpeg, LIMIT)
     assert rgb.dtype == np.uint8 and rgb.shape == (360, 480, 3)
     assert size == (480, 360)
     assert rgb.std() > 10  # a real photo, not a blank
@@ -60,9 +59,9 @@ def test_real_jpeg_decodes_to_rgb_uint8(camvid_jpeg: bytes) -> None:
         ("bomb", lambda j: _png_header_only(50_000, 50_000), "ImageTooLargeError"),
     ],
 )
-def test_bad_inputs_become_error_rows(camvid_jpeg: bytes, name: str, make, error_type: str) -> None:
+def test_bad_inputs_become_error_rows(photo_jpeg: bytes, name: str, make, error_type: str) -> None:
     batch = {
-        schema.DATA: np.array([make(camvid_jpeg), camvid_jpeg], dtype=object),
+        schema.DATA: np.array([make(photo_jpeg), photo_jpeg], dtype=object),
         schema.ERROR: np.array([None, None], dtype=object),
         schema.IMAGE_ID: np.array([f"{name}.jpg", "good.jpg"], dtype=object),
     }
@@ -149,8 +148,8 @@ def test_palette_png_converts_to_rgb() -> None:
     np.testing.assert_array_equal(rgb[0, 0], [0, 0, 0])
 
 
-def _photo(data_root: Path) -> Image.Image:
-    path = sorted((data_root / "camvid" / "test").glob("*.jpg"))[0]
+def _photo(sample_photos) -> Image.Image:
+    path = sample_photos.jpegs(1)[0]
     return Image.open(path).convert("RGB").resize((96, 72))
 
 
@@ -166,13 +165,13 @@ def _photo(data_root: Path) -> Image.Image:
     ],
 )
 def test_every_pillow_format_decodes_to_the_same_pixels(
-    data_root: Path, fmt: str, kwargs: dict, mean_error: float
+    sample_photos, fmt: str, kwargs: dict, mean_error: float
 ) -> None:
     from PIL import features
 
     if fmt == "AVIF" and not features.check("avif"):
         pytest.skip("this Pillow build has no AVIF codec")
-    photo = _photo(data_root)
+    photo = _photo(sample_photos)
     rgb, size = decode.decode_image(_encode(photo, fmt, **kwargs), LIMIT)
     assert size == (96, 72) and rgb.dtype == np.uint8
     diff = np.abs(rgb.astype(int) - np.asarray(photo, dtype=int))

@@ -161,3 +161,24 @@ def test_prepare_errors_become_error_rows() -> None:
     assert list(batch[schema.STATUS]) == ["ok", "error", "error"]
     assert batch[schema.ERROR][2] == "ValueError: too small"
     assert batch[schema.IMAGE][2].shape == decode.EMPTY_IMAGE.shape
+
+
+def test_predictor_gets_writable_images_from_read_only_batches(colour_factory) -> None:
+    """Ray Data's batches view Arrow buffers (read-only); torch.from_numpy warns on those."""
+    seen = []
+
+    class Recording:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def predict(self, images):
+            seen.extend(img.flags.writeable for img in images)
+            return self.inner.predict(images)
+
+    batch = _decoded_batch()
+    for i in (0, 2):  # the decoded images (1 is the shared empty placeholder)
+        batch[schema.IMAGE][i].setflags(write=False)
+    actor = SegmentationActor(lambda emb: Recording(colour_factory(emb)), np.eye(3, 8), 3)
+    rows = _rows(actor, batch)
+    assert seen == [True, True] and [r[schema.STATUS] for r in rows] == ["ok", "error", "ok"]
+    assert not batch[schema.IMAGE][0].flags.writeable  # the batch itself is left as it was

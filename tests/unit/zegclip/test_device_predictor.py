@@ -28,12 +28,9 @@ NAMES = ["car", "road", "sky", "tree", "person"]
 TINY = ClipSpec(model=TINY_CLIP, pretrained=None)
 
 
-def _photos(data_root) -> list[np.ndarray]:
-    """A CamVid photo (480x360) and a VOC photo, HWC uint8 RGB."""
-    paths = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:1]
-    paths += sorted((data_root / "voc2012-val-sample" / "images").glob("*.png"))[:1]
-    if len(paths) < 2:
-        pytest.skip(f"real photos missing under {data_root}")
+def _photos(sample_photos) -> list[np.ndarray]:
+    """A JPEG photo (480x360) and a PNG photo of another size, HWC uint8 RGB."""
+    paths = [*sample_photos.jpegs(1), *sample_photos.pngs(1)]
     return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
 
 
@@ -74,11 +71,11 @@ def _assert_same_labels(new, old, num_classes: int) -> None:
 
 
 @pytest.mark.parametrize("family", ["zegclip", "zegot", "maskclip", "sclip", "clearclip", "naclip"])
-def test_device_path_equals_host_path_on_real_photos(families, family, data_root):
+def test_device_path_equals_host_path_on_real_photos(families, family, sample_photos):
     scorer, emb = families[family]
     index = np.array([0, 1, 2, 3, 4])
     seen = scorer.seen_mask(NAMES)
-    photos = _photos(data_root)
+    photos = _photos(sample_photos)
     kwargs = dict(seen=seen, min_score=scorer.default_min_score)
     new = SegPredictor(scorer, emb, index, 5, **kwargs).predict(photos)
     old = LegacySegPredictor(scorer, emb, index, 5, **kwargs).predict(photos)
@@ -88,11 +85,13 @@ def test_device_path_equals_host_path_on_real_photos(families, family, data_root
 
 
 @pytest.mark.parametrize("family", ["zegclip", "naclip"])
-def test_synonyms_and_background_rows_in_any_order_match_the_host_path(families, family, data_root):
+def test_synonyms_and_background_rows_in_any_order_match_the_host_path(
+    families, family, sample_photos
+):
     """Rows out of class order (a synonym after a background word): sorted on the device."""
     scorer, emb = families[family]
     index = np.array([0, BACKGROUND, 1, 0, 2])  # "tree" is a synonym of class 0 placed last
-    photo = _photos(data_root)[:1]
+    photo = _photos(sample_photos)[:1]
     kwargs = dict(min_score=None)
     new = SegPredictor(scorer, emb, index, 3, **kwargs).predict(photo)[0]
     old = LegacySegPredictor(scorer, emb, index, 3, **kwargs).predict(photo)[0]
@@ -101,10 +100,10 @@ def test_synonyms_and_background_rows_in_any_order_match_the_host_path(families,
 
 
 @pytest.mark.parametrize("family", ["zegclip", "naclip"])
-def test_chunked_class_reduction_equals_one_chunk(families, family, data_root):
+def test_chunked_class_reduction_equals_one_chunk(families, family, sample_photos):
     scorer, emb = families[family]
     index = np.array([0, 1, 1, 2, BACKGROUND])
-    photos = _photos(data_root)
+    photos = _photos(sample_photos)
     pixels = photos[0].shape[0] * photos[0].shape[1]
     kwargs = dict(min_score=scorer.default_min_score)
     whole = SegPredictor(scorer, emb, index, 3, **kwargs).predict(photos)
@@ -142,12 +141,12 @@ def test_chunked_softmax_equals_torch_softmax():
         assert torch.equal(label, index[full.argmax(0)])
 
 
-def test_pipeline_rows_from_the_device_path_match_the_host_path(families, data_root):
+def test_pipeline_rows_from_the_device_path_match_the_host_path(families, sample_photos):
     """``pipeline.encode`` gives the same mask, counts and present classes; means within 1e-5."""
     from pipeline import encode, schema
 
     scorer, emb = families["naclip"]
-    photo = _photos(data_root)[:1]
+    photo = _photos(sample_photos)[:1]
     h, w = photo[0].shape[:2]
     args = dict(num_classes=5, image_id="p.jpg", size=(w, h))
     index = np.arange(5)
@@ -163,10 +162,10 @@ def test_pipeline_rows_from_the_device_path_match_the_host_path(families, data_r
 
 
 @pytest.mark.slow
-def test_compiled_forward_gives_the_same_labels(families, data_root):
+def test_compiled_forward_gives_the_same_labels(families, sample_photos):
     """``compile=True``: torch.compile of the crop forward (inductor on CPU), padded batches."""
     scorer, emb = families["zegclip"]
-    photos = _photos(data_root)
+    photos = _photos(sample_photos)
     index = np.arange(5)
     eager = SegPredictor(scorer, emb, index, 5, max_crops=4).predict(photos)
     compiled = SegPredictor(scorer, emb, index, 5, max_crops=4, compile=True)
@@ -177,10 +176,10 @@ def test_compiled_forward_gives_the_same_labels(families, data_root):
 
 
 @pytest.mark.parametrize("family", ["zegclip", "zegot", "clearclip"])
-def test_prepared_images_normalised_on_the_device_equal_preprocess(families, family, data_root):
+def test_prepared_images_normalised_on_the_device_equal_preprocess(families, family, sample_photos):
     """The CPU ``prepare`` (cv2 resize) + device ``normalise`` split is bit-identical."""
     scorer, emb = families[family]
-    photos = _photos(data_root)
+    photos = _photos(sample_photos)
     for photo in photos:
         split = scorer.normalise(torch.from_numpy(scorer.prepare(photo)))
         assert torch.equal(split, scorer.preprocess(photo))
@@ -192,7 +191,7 @@ def test_prepared_images_normalised_on_the_device_equal_preprocess(families, fam
         np.testing.assert_array_equal(a.confidence, b.confidence)
 
 
-def test_prepare_actor_encode_stages_reproduce_the_old_actor_rows(families, data_root):
+def test_prepare_actor_encode_stages_reproduce_the_old_actor_rows(families, sample_photos):
     """Decode-task resize -> actor (device predictor, raw output) -> CPU encode stage gives the
     rows the old actor (host predictor + PNG encoding inside the actor) gave."""
     import functools
@@ -202,7 +201,7 @@ def test_prepare_actor_encode_stages_reproduce_the_old_actor_rows(families, data
     from zegclip.preprocess import prepare_image
 
     scorer, emb = families["zegot"]
-    photos = _photos(data_root)
+    photos = _photos(sample_photos)
     batch = decode.decoded_batch(photos, [f"p{i}.jpg" for i in range(len(photos))])
     seen, index = scorer.seen_mask(NAMES), np.arange(5)
     prepared = decode.prepare_batch(

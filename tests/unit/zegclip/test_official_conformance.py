@@ -244,3 +244,27 @@ def test_driver_check_reads_official_keys_without_building(official, tmp_path):
     torch.save({"state_dict": sd}, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match=r"--checkpoint .*bad\.pth: 1 official keys"):
         check_checkpoint(str(tmp_path / "bad.pth"))
+
+
+def test_converted_checkpoint_without_suffix_passes_the_label_checks(official, tmp_path, capsys):
+    """``zegclip convert-official SRC model``: the CLI adds the suffix; a checkpoint saved under
+    a bare name anyway is told by its bytes, as the loader does."""
+    from zegclip.cli import main as cli_main
+    from zegclip.io.checkpoint import is_safetensors
+    from zegclip.validate import check_checkpoint
+
+    _, path = official
+    convert = ["convert-official", str(path), str(tmp_path / "model"), "--seen-classes", "voc"]
+    assert cli_main(convert) == 0
+    assert f"-> {tmp_path / 'model.safetensors'} (" in capsys.readouterr().out
+    check_checkpoint(str(tmp_path / "model.safetensors"))
+    bare = tmp_path / "bare"
+    bare.write_bytes((tmp_path / "model.safetensors").read_bytes())
+    assert is_safetensors(bare) and not is_safetensors(path)  # path: a torch zip
+    check_checkpoint(str(bare))
+    zegclip.check_spec(zegclip.LabelerSpec(checkpoint=str(bare)))
+    assert zegclip.load_model(bare).seen_mask(["person", "sheep"]).tolist() == [True, False]
+    (tmp_path / "text").write_text("{ not a checkpoint, but starts like JSON")
+    assert not is_safetensors(tmp_path / "text")
+    with pytest.raises(CheckpointError, match="--checkpoint"):
+        check_checkpoint(str(tmp_path / "text"))

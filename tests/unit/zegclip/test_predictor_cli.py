@@ -86,17 +86,15 @@ def test_zegclip_min_score_default_and_override(tiny_checkpoint):
     assert (strict.predict([image])[0].label_map == 255).all()
 
 
-def _real_photos(data_root, n=2):
-    voc = sorted((data_root / "voc2012-val-sample" / "images").glob("*.png"))[:n]
-    camvid = sorted((data_root / "camvid" / "val").glob("*.jpg"))[:n]
-    return voc + camvid
+def _real_photos(sample_photos, n=2):
+    return sample_photos.pngs(n) + sample_photos.jpegs(n)
 
 
-def test_real_photos_through_the_predictor(tiny_checkpoint, data_root):
+def test_real_photos_through_the_predictor(tiny_checkpoint, sample_photos):
     vocab = zegclip.Vocabulary.from_names(["car", "road", "sky", "person", "building"])
     spec = zegclip.LabelerSpec(checkpoint=str(tiny_checkpoint), min_score=0.0)
     predictor = zegclip.build_predictor(spec, vocab, zegclip.encode_vocabulary_for(spec, vocab))
-    photos = [np.asarray(Image.open(p).convert("RGB")) for p in _real_photos(data_root)]
+    photos = [np.asarray(Image.open(p).convert("RGB")) for p in _real_photos(sample_photos)]
     for image, pred in zip(photos, predictor.predict(photos), strict=True):
         assert pred.label_map.shape == image.shape[:2] and pred.label_map.dtype == np.uint8
         assert pred.label_map.max() < 5
@@ -104,10 +102,10 @@ def test_real_photos_through_the_predictor(tiny_checkpoint, data_root):
         assert pred.confidence.dtype == np.uint8 and pred.confidence.shape == image.shape[:2]
 
 
-def test_cli_segment_writes_index_overlay_and_stats(tiny_checkpoint, data_root, tmp_path):
+def test_cli_segment_writes_index_overlay_and_stats(tiny_checkpoint, sample_photos, tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("# street\ncar, automobile\nroad\nsky\n")
-    photos = _real_photos(data_root, n=1)
+    photos = _real_photos(sample_photos, n=1)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
     code = cli_main(

@@ -284,7 +284,7 @@ def read_rgb(path: Path) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
 
 
-def test_labeler_path_with_local_clip_weights(tmp_path, data_root):
+def test_labeler_path_with_local_clip_weights(tmp_path, sample_photos):
     torch.manual_seed(3)
     saved = build_clip(TINY)
     weights = tmp_path / "tiny_clip.pt"
@@ -308,7 +308,7 @@ def test_labeler_path_with_local_clip_weights(tmp_path, data_root):
     assert scorer.method == "naclip" and scorer.text is None and predictor.min_score == 0.1
     torch.testing.assert_close(scorer.visual.conv1.weight, saved.visual.conv1.weight)
 
-    image = read_rgb(data_root / "voc2012-val-sample" / "images" / "voc_0.png")
+    image = read_rgb(sample_photos.pngs(1)[0])
     pred = predictor.predict([image])[0]
     assert pred.label_map.shape == image.shape[:2] and pred.label_map.dtype == np.uint8
     assert set(np.unique(pred.label_map)) <= {0, 1, 2, 255}

@@ -71,7 +71,7 @@ def test_segment_train_and_evaluate_exit_2_naming_the_flag(tmp_path, capsys, cap
     train = ["--classes", str(vocab), "--output", str(tmp_path / "run")]
     with caplog.at_level(logging.ERROR):
         assert train_job.main([*train, "--clip-model", "NoSuchViT"]) == 2
-        tiny = ["--clip-model", TINY_CLIP, "--clip-weights", "none"]
+        tiny = ["--clip-model", TINY_CLIP, "--clip-pretrained", "none"]
         assert train_job.main([*train, *tiny, "--lr", "0"]) == 2
         evaluate = ["--classes", str(vocab), "--images", str(tmp_path), "--masks", str(tmp_path)]
         assert evaluate_job.main([*evaluate, "--checkpoint", str(tmp_path / "text.pth")]) == 2
