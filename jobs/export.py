@@ -30,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/export.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
+from jobs.flags import JobHelpFormatter  # noqa: E402
 from pipeline import lease as leases  # noqa: E402
 from pipeline import storage  # noqa: E402
 from pipeline.export import options, runner  # noqa: E402
@@ -39,14 +40,10 @@ logger = logging.getLogger("jobs.export")
 EXIT_CONFIG = 2
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the module docstring's layout and shows defaults."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the export job."""
     p = argparse.ArgumentParser(
-        prog="jobs/export.py", description=__doc__, formatter_class=_HelpFormatter
+        prog="jobs/export.py", description=__doc__, formatter_class=JobHelpFormatter
     )
     p.add_argument("run", metavar="RUN", help="output folder/URI of a labelling run")
     p.add_argument(

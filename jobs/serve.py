@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/serve.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
-from jobs.flags import add_dataclass_flags  # noqa: E402
+from jobs.flags import JobHelpFormatter, add_dataclass_flags  # noqa: E402
 from jobs.label import make_spec  # noqa: E402
 from pipeline.config import ConfigError  # noqa: E402
 from pipeline.serve.config import FIELD_HELP, ServeConfig, validate  # noqa: E402
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="jobs/serve.py",
         description=__doc__.split("\n\n")[0],
         argument_default=argparse.SUPPRESS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=JobHelpFormatter,
         epilog="Exit code 2: configuration error. Environment: LABEL_STUDIO_URL, "
         "LABEL_STUDIO_API_KEY, AWS_* for s3:// images and checkpoints.",
     )
