@@ -9,8 +9,10 @@ the device ("round-trips": the stream drains, the GPU idles). On the CPU nothing
 * ops whose output shape depends on the data (CUDA must read a size back first):
   :data:`DATA_DEPENDENT_OPS` (``nonzero``, ``masked_select``, ``unique``, ``bincount``, boolean-mask
   indexing, ...);
-* tensors built from Python values (``aten.lift_fresh``, i.e. ``torch.tensor([...])``): on CUDA a
-  blocking host-to-device copy from pageable memory;
+* tensors made from host data (``aten.lift_fresh``: ``torch.tensor([...])``,
+  ``torch.from_numpy``): on CUDA a host-to-device copy, blocking from pageable memory. The
+  predictor's one input upload per image group is among them although it is pinned and
+  non-blocking on CUDA (so this over-counts: an upper bound);
 * device-to-host reads made at the Python level: ``Tensor.numpy()`` and ``Tensor.tolist()`` (on
   CUDA preceded by a copy to the host; one ``.cpu().numpy()`` counts once) and
   ``torch.cuda.synchronize`` / ``Event.synchronize`` (never called on the CPU).
