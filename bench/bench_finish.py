@@ -93,13 +93,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--modes", nargs="+", default=["zegclip", "naclip"])
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     print(
         "| mode | batch | ATen ops/image | round-trips/batch | images/s (CPU) | round-trip kinds |"
     )
     print("|---|---|---|---|---|---|")
-    for mode in ("zegclip", "naclip"):
+    for mode in args.modes:
         pred = predictor(mode)
         for batch in args.batches:
             r = measure(pred, photos(batch), args.repeats)
