@@ -69,8 +69,8 @@ class SegPredictor:
         max_elements: full-resolution values per class chunk (bounds memory for large
             vocabularies and photos; see :mod:`zegclip.reduce`).
         compile: run ``scorer.crop_scores`` through ``torch.compile`` (static shapes: crop
-            batches are padded to ``max_crops``, so each crop size compiles once; see
-            :meth:`warm_up`).
+            batches are padded to one of :func:`chunk_sizes`, each compiled once per crop size
+            by :meth:`warm_up`). Off by default, on CUDA too, until a GPU run measures it.
     """
 
     def __init__(
@@ -114,8 +114,13 @@ class SegPredictor:
         self._coverage_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def warm_up(self) -> None:
-        """One prediction on a blank 512x512 image: compiles the full-crop forward (every
-        recipe's short side is at least its crop, so real photos only use full crops)."""
+        """Compiles the full-crop forward at every padded chunk size (:func:`chunk_sizes`;
+        every recipe's short side is at least its crop, so real photos only use full crops),
+        then runs one prediction on a blank 512x512 image."""
+        y1, y2, x1, x2 = self.scorer.windows(4096, 4096)[0]
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            for n in chunk_sizes(self.max_crops):
+                self._crop_scores(torch.zeros((n, 3, y2 - y1, x2 - x1), device=self.device))
         self.predict([np.zeros((512, 512, 3), dtype=np.uint8)])
 
     @torch.inference_mode()
@@ -198,12 +203,14 @@ class SegPredictor:
         return self._coverage_cache[(h, w)]
 
     def _crop_scores(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) crops -> (B, S, h, w) float32; compiled batches padded to ``max_crops``."""
+        """(B, 3, h, w) crops -> (B, S, h, w) float32; compiled batches padded to the next
+        size of :func:`chunk_sizes`."""
         if self._forward is None:
             return self.scorer.crop_scores(batch, self.text_emb, self.seen).float()
         n = batch.shape[0]
-        if n < self.max_crops:
-            batch = torch.cat([batch, batch.new_zeros((self.max_crops - n, *batch.shape[1:]))])
+        size = next(s for s in reversed(chunk_sizes(self.max_crops)) if s >= n)
+        if n < size:
+            batch = torch.cat([batch, batch.new_zeros((size - n, *batch.shape[1:]))])
         return self._forward(batch, self.text_emb, self.seen)[:n].float()
 
     def _finish(self, scores: torch.Tensor, group: _Group) -> list[_Piece]:
@@ -310,6 +317,17 @@ def unpack(packed: tuple[list[_Piece], np.ndarray], count: int) -> list[Predicti
         for j, i in enumerate(p.members):
             out[i] = Prediction(labels[j], confidence[j], counts[j], sums[j])
     return out
+
+
+def chunk_sizes(max_crops: int) -> list[int]:
+    """Crop counts the compiled forward is built for, largest first: ``max_crops`` and its
+    halvings down to an eighth (64: 64, 32, 16, 8). A batch's chunks are full (``max_crops``)
+    except its last, padded to the smallest size that holds it, so a batch of 16 photos with two
+    crops each runs one 32-crop forward, not a 64-crop one half padding."""
+    sizes = [max_crops]
+    while len(sizes) < 4 and sizes[-1] % 2 == 0 and sizes[-1] > 1:
+        sizes.append(sizes[-1] // 2)
+    return sizes
 
 
 def quantise_confidence(score: torch.Tensor) -> torch.Tensor:
