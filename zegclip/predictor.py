@@ -140,6 +140,8 @@ class SegPredictor:
             sizes: (H, W) of each original image (the label maps' size), or None when
                 ``images`` are the originals.
         """
+        if not len(images):
+            return []
         groups = self._groups(images, sizes)
         with _mha_fastpath(self.device.type == "cuda"):
             totals = self._stitched_scores(groups)
