@@ -104,7 +104,8 @@ def confidence_statistics(
 
     A uint8 ``confidence`` (already ``round(conf * 255)``, e.g. from the GPU) comes with
     ``confidence_sums`` (C,) float64, the sums of the unquantised confidence per class, so the
-    mean confidence is the same as from the float map.
+    mean confidence is the same as from the float map, and usually with the device's
+    ``class_counts`` (C,) int64, used as they are (no recount of the label map).
 
     Returns:
         ``quantised`` (H, W) uint8, then :func:`class_statistics`'s counts, present, mean.
@@ -120,8 +121,11 @@ def confidence_statistics(
     sums = getattr(prediction, "confidence_sums", None)
     if sums is None:
         raise ValueError("a uint8 confidence map needs confidence_sums for the mean confidence")
-    flat = labels.ravel().astype(np.int64)
-    counts = np.bincount(flat[flat < num_classes], minlength=num_classes).astype(np.int64)
+    counts = getattr(prediction, "class_counts", None)
+    if counts is None or np.shape(counts) != (num_classes,):
+        flat = labels.ravel().astype(np.int64)
+        counts = np.bincount(flat[flat < num_classes], minlength=num_classes)
+    counts = np.asarray(counts, dtype=np.int64)
     present = np.flatnonzero(counts).astype(np.int32)
     mean = (np.asarray(sums, dtype=np.float64)[present] / counts[present]).astype(np.float32)
     return confidence, counts, present, mean

@@ -43,12 +43,15 @@ def unpack_array(data: bytes) -> np.ndarray:
 
 
 def pack_prediction(prediction: PredictionLike) -> dict[str, bytes | None]:
-    """A prediction -> the actor's raw columns (see ``schema.PREDICTION_SCHEMA``)."""
+    """A prediction -> the actor's raw columns (see ``schema.PREDICTION_SCHEMA``); the counts
+    travel with the confidence sums (a device predictor's), so the encode stage need not recount."""
     sums = getattr(prediction, "confidence_sums", None)
+    counts = None if sums is None else getattr(prediction, "class_counts", None)
     return {
         schema.PRED_LABELS: pack_array(np.asarray(prediction.label_map)),
         schema.PRED_CONFIDENCE: pack_array(np.asarray(prediction.confidence)),
         schema.PRED_CONFIDENCE_SUMS: None if sums is None else pack_array(np.asarray(sums)),
+        schema.PRED_CLASS_COUNTS: None if counts is None else pack_array(np.asarray(counts)),
     }
 
 
@@ -76,10 +79,12 @@ def encode_batch(batch: dict[str, np.ndarray], num_classes: int) -> pa.Table:
 
 def _encode_row(batch: dict[str, np.ndarray], i: int, num_classes: int) -> dict[str, Any]:
     sums = batch[schema.PRED_CONFIDENCE_SUMS][i]
+    counts = batch[schema.PRED_CLASS_COUNTS][i]
     prediction = SimpleNamespace(
         label_map=unpack_array(batch[schema.PRED_LABELS][i]),
         confidence=unpack_array(batch[schema.PRED_CONFIDENCE][i]),
         confidence_sums=None if sums is None else unpack_array(sums),
+        class_counts=None if counts is None else unpack_array(counts),
     )
     size = (int(batch[schema.WIDTH][i]), int(batch[schema.HEIGHT][i]))
     image_id = str(batch[schema.IMAGE_ID][i])

@@ -120,7 +120,12 @@ def _to_prediction_table(
     """Identity/status columns of ``batch`` plus raw predictions -> ``PREDICTION_SCHEMA``."""
     names = schema.PREDICTION_SCHEMA.names
     cols: dict[str, list[Any]] = {name: [] for name in names}
-    raw = (schema.PRED_LABELS, schema.PRED_CONFIDENCE, schema.PRED_CONFIDENCE_SUMS)
+    raw = (
+        schema.PRED_LABELS,
+        schema.PRED_CONFIDENCE,
+        schema.PRED_CONFIDENCE_SUMS,
+        schema.PRED_CLASS_COUNTS,
+    )
     for i in range(len(batch[schema.IMAGE_ID])):
         out = outputs.get(i, {})
         error = out.get(schema.ERROR, stream_error(batch[schema.ERROR][i]))

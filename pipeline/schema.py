@@ -71,10 +71,12 @@ DATA = "data"  # raw encoded bytes of one image
 IMAGE = "image"  # decoded HWC uint8 RGB array
 SHARD_SIZE = "shard_size"  # number of rows the shard emits; lets the driver detect completion
 # Raw predictions between the model actor and the CPU encode stage: ``.npy`` bytes (shape and
-# dtype included) of the label map, the confidence map and the (C,) confidence sums (or null).
+# dtype included) of the label map, the confidence map, the (C,) confidence sums and the (C,)
+# pixel counts the device computed (both null for float-confidence predictors).
 PRED_LABELS = "pred_labels"
 PRED_CONFIDENCE = "pred_confidence"
 PRED_CONFIDENCE_SUMS = "pred_confidence_sums"
+PRED_CLASS_COUNTS = "pred_class_counts"
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -109,6 +111,7 @@ PREDICTION_SCHEMA = pa.schema(
         pa.field(PRED_LABELS, pa.binary()),
         pa.field(PRED_CONFIDENCE, pa.binary()),
         pa.field(PRED_CONFIDENCE_SUMS, pa.binary()),
+        pa.field(PRED_CLASS_COUNTS, pa.binary()),
     ]
 )
 

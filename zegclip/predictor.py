@@ -4,8 +4,11 @@
 training-free CLIP): it preprocesses each image, batches sliding-window crops across images,
 stitches per-class scores, refines them, resizes to the original size (bilinear), activates,
 reduces synonyms (max) and takes the argmax. Everything after preprocessing runs on the
-predictor's device (see :mod:`zegclip.reduce` for the chunked class reduction); only the label
-map, the uint8 confidence and per-class counts and confidence sums are copied to the host.
+predictor's device, batched: images of one prepared and original size form a group that goes
+through every step as one (N, ...) tensor (:mod:`zegclip.stitch` for the stitching,
+:mod:`zegclip.reduce` for the chunked class reduction). Only the label maps, the uint8
+confidence and per-class counts and confidence sums come back, in one device-to-host copy per
+batch; nothing in between reads a device value on the host.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 from zegclip.devices import autocast
 from zegclip.models.scorer import DenseScorer
 from zegclip.reduce import DEFAULT_MAX_ELEMENTS, best_rows
+from zegclip.stitch import add_crops, coverage, gather_crops, plan_chunks
 from zegclip.vocab import IGNORE_INDEX
 
 BACKGROUND = -1  # synonym_index value of rows that mean "no class" (background words)
@@ -65,8 +69,8 @@ class SegPredictor:
         max_elements: full-resolution values per class chunk (bounds memory for large
             vocabularies and photos; see :mod:`zegclip.reduce`).
         compile: run ``scorer.crop_scores`` through ``torch.compile`` (static shapes: crop
-            batches are padded to ``max_crops``, so each crop size compiles once; see
-            :meth:`warm_up`).
+            batches are padded to one of :func:`chunk_sizes`, each compiled once per crop size
+            by :meth:`warm_up`). Off by default, on CUDA too, until a GPU run measures it.
     """
 
     def __init__(
@@ -93,20 +97,30 @@ class SegPredictor:
         self.row_order = None if (order == np.arange(len(order))).all() else order
         self.index = torch.from_numpy(index[order]).to(self.device)
         self.num_classes = num_classes
-        self.seen = None
-        if seen is not None:
+        self._row_order = (
+            None if self.row_order is None else torch.from_numpy(order).to(self.device)
+        )
+        self.seen = None  # decided here, once: no shift (and no host check) when nothing is seen
+        if seen is not None and np.asarray(seen).any():
             self.seen = torch.as_tensor(np.asarray(seen), dtype=torch.bool).to(self.device)
         self.min_score = min_score
         self.ignore_index = ignore_index_for(num_classes)
+        self.label_dtype = torch.uint8 if self.ignore_index == IGNORE_INDEX else torch.uint16
         self.precision = precision
         self.max_crops = max_crops
         self.max_elements = max_elements
         self.compiled = compile
         self._forward = torch.compile(scorer.crop_scores, dynamic=False) if compile else None
+        self._coverage_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     def warm_up(self) -> None:
-        """One prediction on a blank 512x512 image: compiles the full-crop forward (every
-        recipe's short side is at least its crop, so real photos only use full crops)."""
+        """Compiles the full-crop forward at every padded chunk size (:func:`chunk_sizes`;
+        every recipe's short side is at least its crop, so real photos only use full crops),
+        then runs one prediction on a blank 512x512 image."""
+        y1, y2, x1, x2 = self.scorer.windows(4096, 4096)[0]
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            for n in chunk_sizes(self.max_crops):
+                self._crop_scores(torch.zeros((n, 3, y2 - y1, x2 - x1), device=self.device))
         self.predict([np.zeros((512, 512, 3), dtype=np.uint8)])
 
     @torch.inference_mode()
@@ -115,6 +129,10 @@ class SegPredictor:
     ) -> list[Prediction]:
         """One :class:`Prediction` per image.
 
+        Images of the same prepared and original size go through the device together: one set
+        of kernels per group for stitching, refinement, resizing, reduction and counting, and
+        one device-to-host copy for the whole batch (see :mod:`zegclip.stitch`).
+
         Args:
             images: HWC uint8 RGB of any sizes; with ``sizes``, already resized by
                 ``scorer.prepare`` (e.g. in a pipeline's CPU decode tasks) and normalised here,
@@ -122,60 +140,96 @@ class SegPredictor:
             sizes: (H, W) of each original image (the label maps' size), or None when
                 ``images`` are the originals.
         """
-        if sizes is None:
-            inputs = [self.scorer.preprocess(img).to(self.device) for img in images]
-            sizes = [img.shape[:2] for img in images]
-        else:
-            inputs = [self._normalise(img) for img in images]
+        if not len(images):
+            return []
+        groups = self._groups(images, sizes)
         with _mha_fastpath(self.device.type == "cuda"):
-            scores = self._stitched_scores(inputs)
-        return [self._finish(s, x, tuple(size)) for s, x, size in zip(scores, inputs, sizes)]
+            totals = self._stitched_scores(groups)
+        pieces = []
+        for g in groups:
+            pieces.extend(self._finish(totals.pop(0), g))  # frees each group's scores
+        return unpack(to_host(pieces, self.device), len(images))
 
-    def _normalise(self, prepared: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.ascontiguousarray(prepared))
+    def _groups(
+        self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None
+    ) -> list[_Group]:
+        """Images grouped by (prepared size, original size), each group one (N, 3, h, w)."""
+        if sizes is None:
+            inputs = [self.scorer.preprocess(img) for img in images]  # (1, 3, h, w) host
+            sizes = [img.shape[:2] for img in images]
+            shapes = [tuple(x.shape[-2:]) for x in inputs]
+        else:
+            inputs = [np.ascontiguousarray(img) for img in images]  # (h, w, 3) uint8 host
+            shapes = [img.shape[:2] for img in inputs]
+        keys: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(shapes, (tuple(s) for s in sizes))):
+            keys.setdefault(key, []).append(i)
+        groups = []
+        for (_, size), members in keys.items():
+            if inputs[members[0]].ndim == 4:  # preprocessed originals
+                batch = self._to_device(torch.cat([inputs[i] for i in members]))
+            else:
+                stacked = torch.from_numpy(np.stack([inputs[i] for i in members]))
+                batch = self.scorer.normalise(self._to_device(stacked))
+            groups.append(_Group(members, batch, size))
+        return groups
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Host tensor -> device; pinned and non-blocking on CUDA."""
         if self.device.type == "cuda":
             tensor = tensor.pin_memory()
-        return self.scorer.normalise(tensor.to(self.device, non_blocking=True))
+        return tensor.to(self.device, non_blocking=True)
 
-    def _stitched_scores(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        jobs = [(i, w) for i, x in enumerate(inputs) for w in self.scorer.windows(*x.shape[-2:])]
-        totals = [None] * len(inputs)
-        counts = [torch.zeros(x.shape[-2:], device=self.device) for x in inputs]
-        for start in range(0, len(jobs), self.max_crops):
-            chunk = jobs[start : start + self.max_crops]
-            for (i, (y1, y2, x1, x2)), s in zip(chunk, self._score_crops(inputs, chunk)):
-                if totals[i] is None:
-                    totals[i] = s.new_zeros((s.shape[0], *inputs[i].shape[-2:]))
-                totals[i][:, y1:y2, x1:x2] += s
-                counts[i][y1:y2, x1:x2] += 1
-        return [t / c for t, c in zip(totals, counts)]
-
-    def _score_crops(self, inputs: list[torch.Tensor], chunk: list) -> list[torch.Tensor]:
-        crops = [inputs[i][0, :, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk]
-        out: list[torch.Tensor] = []
-        for shape in dict.fromkeys(c.shape for c in crops):  # same-size crops share a forward
-            group = [k for k, c in enumerate(crops) if c.shape == shape]
+    def _stitched_scores(self, groups: list[_Group]) -> list[torch.Tensor]:
+        """Per group (N, S, h, w) float32 window-averaged crop scores."""
+        windows = [self.scorer.windows(*g.images.shape[-2:]) for g in groups]
+        totals: list[torch.Tensor | None] = [None] * len(groups)
+        chunks = plan_chunks(windows, [len(g.members) for g in groups], self.max_crops)
+        images = [g.images for g in groups]
+        for chunk in chunks:
             with autocast(self.device, self.precision):
-                scores = self._crop_scores(torch.stack([crops[k] for k in group]))
-            out.extend(zip(group, scores))
-        return [s for _, s in sorted(out, key=lambda kv: kv[0])]
+                scores = self._crop_scores(gather_crops(images, chunk))
+            for k in {r.group for r in chunk}:
+                if totals[k] is None:
+                    shape = (len(groups[k].members), scores.shape[1], *images[k].shape[-2:])
+                    totals[k] = scores.new_zeros(shape)
+            add_crops(totals, chunk, scores)
+            del scores
+        return [t / self._coverage(w, g) for t, w, g in zip(totals, windows, groups)]
+
+    def _coverage(self, windows: list, group: _Group) -> torch.Tensor:
+        """(h, w) windows per pixel of a prepared size, computed once per size on the device."""
+        h, w = group.images.shape[-2:]
+        if (h, w) not in self._coverage_cache:
+            self._coverage_cache[(h, w)] = coverage(h, w, windows).to(self.device)
+        return self._coverage_cache[(h, w)]
 
     def _crop_scores(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, 3, h, w) crops -> (B, S, h, w) float32; compiled batches padded to ``max_crops``."""
+        """(B, 3, h, w) crops -> (B, S, h, w) float32; compiled batches padded to the next
+        size of :func:`chunk_sizes`."""
         if self._forward is None:
             return self.scorer.crop_scores(batch, self.text_emb, self.seen).float()
         n = batch.shape[0]
-        if n < self.max_crops:
-            batch = torch.cat([batch, batch.new_zeros((self.max_crops - n, *batch.shape[1:]))])
+        size = next(s for s in reversed(chunk_sizes(self.max_crops)) if s >= n)
+        if n < size:
+            batch = torch.cat([batch, batch.new_zeros((size - n, *batch.shape[1:]))])
         return self._forward(batch, self.text_emb, self.seen)[:n].float()
 
-    def _finish(
-        self, scores: torch.Tensor, image: torch.Tensor, size: tuple[int, int]
-    ) -> Prediction:
-        """(S, h, w) stitched scores of the preprocessed ``image`` -> Prediction at ``size``."""
-        scores = self.scorer.refine(scores, image)
+    def _finish(self, scores: torch.Tensor, group: _Group) -> list[_Piece]:
+        """(N, S, h, w) stitched scores of a group -> its device results, ``max_elements``
+        full-size values at a time (images in sub-batches when one class does not fit)."""
+        scores = self.scorer.refine(scores, group.images)
         if self.row_order is not None:
-            scores = scores[torch.from_numpy(self.row_order).to(scores.device)]
+            scores = scores.index_select(1, self._row_order)
+        step = max(1, self.max_elements // (group.size[0] * group.size[1]))
+        out = []
+        for start in range(0, len(group.members), step):
+            members = group.members[start : start + step]
+            out.append(self._reduce(scores[start : start + step], members, group.size))
+        return out
+
+    def _reduce(self, scores: torch.Tensor, members: list[int], size: tuple[int, int]) -> _Piece:
+        """(n, S, h, w) scores -> labels, uint8 confidence, counts and sums of n images."""
         best, label = best_rows(
             scores,
             self.index,
@@ -184,22 +238,98 @@ class SegPredictor:
             softmax_scale=self.scorer.row_softmax_scale,
             max_elements=self.max_elements,
         )
-        unlabelled = label == self.num_classes
+        n, c = len(members), self.num_classes
+        unlabelled = label == c
         if self.min_score is not None:
             unlabelled |= best < self.min_score
-        bucket = label.masked_fill(unlabelled, self.num_classes).flatten()  # C = unlabelled
-        counts = torch.bincount(bucket, minlength=self.num_classes + 1)[: self.num_classes]
-        sums = torch.zeros(self.num_classes + 1, dtype=torch.float64, device=best.device)
-        sums = sums.index_add_(0, bucket, best.flatten().double())[: self.num_classes]
-        labels = label.masked_fill(unlabelled, self.ignore_index)
-        labels = labels.to(torch.uint8 if self.ignore_index == IGNORE_INDEX else torch.int32)
-        label_map = labels.cpu().numpy()
-        return Prediction(
-            label_map if label_map.dtype == np.uint8 else label_map.astype(np.uint16),
-            quantise_confidence(best).cpu().numpy(),
-            counts.cpu().numpy().astype(np.int64),
-            sums.cpu().numpy(),
-        )
+        bucket = label.masked_fill(unlabelled, c)
+        offsets = torch.arange(0, n * (c + 1), c + 1, device=label.device).view(n, 1, 1)
+        flat = (bucket + offsets).flatten()
+        ones = torch.ones((), dtype=torch.int64, device=flat.device).expand(flat.numel())
+        counts = torch.zeros(n * (c + 1), dtype=torch.int64, device=flat.device)
+        counts = counts.scatter_add_(0, flat, ones).view(n, c + 1)[:, :c]
+        sums = torch.zeros(n * (c + 1), dtype=torch.float64, device=flat.device)
+        sums = sums.index_add_(0, flat, best.flatten().double()).view(n, c + 1)[:, :c]
+        labels = label.masked_fill(unlabelled, self.ignore_index).to(self.label_dtype)
+        return _Piece(members, labels, quantise_confidence(best), counts, sums)
+
+
+@dataclass
+class _Group:
+    """Images of one prepared and one original size: ``members`` (their batch positions),
+    ``images`` (N, 3, h, w) float32 normalised on the device, ``size`` the original (H, W)."""
+
+    members: list[int]
+    images: torch.Tensor
+    size: tuple[int, int]
+
+
+@dataclass
+class _Piece:
+    """Device results of ``members``: labels (n, H, W) uint8/uint16, confidence (n, H, W)
+    uint8, counts (n, C) int64, sums (n, C) float64."""
+
+    members: list[int]
+    labels: torch.Tensor
+    confidence: torch.Tensor
+    counts: torch.Tensor
+    sums: torch.Tensor
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The four result tensors, 8-byte ones first (keeps host views aligned)."""
+        return self.counts, self.sums, self.labels, self.confidence
+
+
+def to_host(pieces: list[_Piece], device: torch.device) -> tuple[list[_Piece], np.ndarray]:
+    """Every piece's tensors as one byte buffer on the host: one device-to-host copy per batch
+    (pinned, non-blocking, then one wait on CUDA).
+
+    Returns:
+        ``pieces`` and the (bytes,) uint8 buffer holding their tensors in
+        :meth:`_Piece.tensors` order, all pieces' 8-byte tensors first.
+    """
+    order = [p.tensors()[k] for k in range(4) for p in pieces]
+    flat = torch.cat([t.contiguous().view(-1).view(torch.uint8) for t in order])
+    if device.type == "cuda":
+        host = torch.empty(flat.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(flat, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+        done.synchronize()
+    else:
+        host = flat
+    return pieces, host.numpy()
+
+
+def unpack(packed: tuple[list[_Piece], np.ndarray], count: int) -> list[Prediction]:
+    """The host buffer of :func:`to_host` -> one :class:`Prediction` per batch position."""
+    pieces, buffer = packed
+    arrays: dict[int, list[np.ndarray]] = {id(p): [] for p in pieces}
+    offset = 0
+    for k in range(4):
+        for p in pieces:
+            t = p.tensors()[k]
+            dtype = np.dtype(str(t.dtype).removeprefix("torch."))
+            nbytes = t.numel() * dtype.itemsize
+            arrays[id(p)].append(buffer[offset : offset + nbytes].view(dtype).reshape(t.shape))
+            offset += nbytes
+    out: list[Prediction | None] = [None] * count
+    for p in pieces:
+        counts, sums, labels, confidence = arrays[id(p)]
+        for j, i in enumerate(p.members):
+            out[i] = Prediction(labels[j], confidence[j], counts[j], sums[j])
+    return out
+
+
+def chunk_sizes(max_crops: int) -> list[int]:
+    """Crop counts the compiled forward is built for, largest first: ``max_crops`` and its
+    halvings down to an eighth (64: 64, 32, 16, 8). A batch's chunks are full (``max_crops``)
+    except its last, padded to the smallest size that holds it, so a batch of 16 photos with two
+    crops each runs one 32-crop forward, not a 64-crop one half padding."""
+    sizes = [max_crops]
+    while len(sizes) < 4 and sizes[-1] % 2 == 0 and sizes[-1] > 1:
+        sizes.append(sizes[-1] // 2)
+    return sizes
 
 
 def quantise_confidence(score: torch.Tensor) -> torch.Tensor:

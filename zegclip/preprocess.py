@@ -9,6 +9,8 @@ differs by one grey level on about a third of pixels.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -69,17 +71,29 @@ def normalize(
 def normalize_tensor(
     image: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], max_value: float = 1.0
 ) -> torch.Tensor:
-    """(H, W, 3) uint8 tensor on any device -> (1, 3, H, W) ``(x / max_value - mean) / std``.
+    """(H, W, 3) or (N, H, W, 3) uint8 tensor on any device -> (1 or N, 3, H, W)
+    ``(x / max_value - mean) / std``.
 
     Elementwise float32 operations in the same order as the numpy path (:func:`normalize`, the
-    training-free preprocessing), so the values are bit-identical.
+    training-free preprocessing), so the values are bit-identical. The statistics are put on the
+    device once per (statistics, device) and reused.
     """
     x = image.float()
     if max_value != 1.0:
         x = x / max_value
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device)
-    std_t = torch.tensor(std, dtype=torch.float32, device=x.device)
-    return ((x - mean_t) / std_t).permute(2, 0, 1)[None].contiguous()
+    mean_t, std_t = _statistics(tuple(mean), tuple(std), x.device)
+    out = (x - mean_t) / std_t
+    return (out[None] if out.ndim == 3 else out).permute(0, 3, 1, 2).contiguous()
+
+
+@functools.lru_cache(maxsize=16)
+def _statistics(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3,) float32 mean and std on ``device`` (cached: no host-to-device copy per batch)."""
+    with torch.inference_mode(False):  # plain tensors, usable outside inference mode too
+        stats = torch.tensor([mean, std], dtype=torch.float32)
+        return stats[0].to(device), stats[1].to(device)
 
 
 def check_rgb(image: np.ndarray) -> None:

@@ -35,8 +35,8 @@ def row_chunks(num_rows: int, height: int, width: int, max_elements: int) -> lis
 
 
 def upsample(rows: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(K, h, w) -> (K, H, W) bilinear, ``align_corners=False`` (the official resize back)."""
-    return F.interpolate(rows[None], size=size, mode="bilinear", align_corners=False)[0]
+    """(N, K, h, w) -> (N, K, H, W) bilinear, ``align_corners=False`` (the official resize)."""
+    return F.interpolate(rows, size=size, mode="bilinear", align_corners=False)
 
 
 def best_rows(
@@ -48,23 +48,25 @@ def best_rows(
     softmax_scale: float | None = None,
     max_elements: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best class per pixel at ``size`` and its activated score.
+    """Best class per pixel at ``size`` and its activated score, for a batch of images.
 
     Args:
-        scores: (S, h, w) float32 stitched (and refined) scores, rows sorted by ``index``.
+        scores: (N, S, h, w) float32 stitched (and refined) scores, rows sorted by ``index``.
         index: (S,) int64 nondecreasing class of each row (background rows = C), same device.
         size: (H, W) original image size.
         activate: the scorer's activation; row-wise unless ``softmax_scale`` is set.
         softmax_scale: when set, ``activate`` is ``softmax(softmax_scale * rows)`` over all rows.
-        max_elements: bound on full-size values per chunk (see :data:`DEFAULT_MAX_ELEMENTS`).
+        max_elements: bound on full-size values per chunk, N x rows x H x W (see
+            :data:`DEFAULT_MAX_ELEMENTS`; at least one row of all N images).
 
     Returns:
-        ``best`` (H, W) float32 score of the winning row, ``label`` (H, W) int64 its class.
+        ``best`` (N, H, W) float32 score of the winning row, ``label`` (N, H, W) int64 its class.
     """
-    chunks = row_chunks(scores.shape[0], *size, max_elements)
+    n, num_rows = scores.shape[:2]
+    chunks = row_chunks(num_rows, n * size[0], size[1], max_elements)
     best = label = None
     for rows, values in _activated(scores, size, chunks, activate, softmax_scale):
-        value, row = values.max(dim=0)
+        value, row = values.max(dim=1)
         cls = index[rows][row]
         if best is None:
             best, label = value, cls
@@ -82,29 +84,31 @@ def _activated(
     activate: Activation,
     softmax_scale: float | None,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """(rows, (K, H, W) activated values) per chunk."""
+    """(rows, (N, K, H, W) activated values) per chunk."""
     if softmax_scale is None or len(chunks) == 1:
         for rows in chunks:
-            yield rows, activate(upsample(scores[rows], size))
+            yield rows, activate(upsample(scores[:, rows], size))
         return
     peak, denominator = _softmax_normaliser(scores, size, chunks, softmax_scale)
     for rows in chunks:
-        logits = softmax_scale * upsample(scores[rows], size)
+        logits = softmax_scale * upsample(scores[:, rows], size)
         yield rows, logits.sub_(peak).exp_().div_(denominator)
 
 
 def _softmax_normaliser(
     scores: torch.Tensor, size: tuple[int, int], chunks: list[slice], scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel max and sum of ``exp(logit - max)`` over all rows, one chunk at a time."""
+    """(N, 1, H, W) per-pixel max and sum of ``exp(logit - max)`` over all rows, by chunks."""
     peak = denominator = None
     for rows in chunks:
-        logits = scale * upsample(scores[rows], size)
-        chunk_peak = logits.amax(dim=0)
+        logits = scale * upsample(scores[:, rows], size)
+        chunk_peak = logits.amax(dim=1, keepdim=True)
         if peak is None:
-            peak, denominator = chunk_peak, (logits - chunk_peak).exp_().sum(dim=0)
+            peak, denominator = chunk_peak, (logits - chunk_peak).exp_().sum(dim=1, keepdim=True)
             continue
         new_peak = torch.maximum(peak, chunk_peak)
-        denominator = denominator * (peak - new_peak).exp_() + (logits - new_peak).exp_().sum(0)
+        denominator = denominator * (peak - new_peak).exp_() + (logits - new_peak).exp_().sum(
+            1, True
+        )
         peak = new_peak
     return peak, denominator

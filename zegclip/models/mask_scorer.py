@@ -71,7 +71,8 @@ class MaskLogitScorer(DenseScorer):
         """Sigmoid scores of each crop at the crop's size, seen classes shifted down.
 
         Args:
-            crops: (B, 3, h, w). text_emb: (C, ...). seen: optional (C,) bool.
+            crops: (B, 3, h, w). text_emb: (C, ...). seen: optional (C,) bool (the predictor
+                passes None when no row is seen).
 
         Returns:
             (B, C, h, w) float32.
@@ -81,7 +82,7 @@ class MaskLogitScorer(DenseScorer):
         # resize to the crop (a no-op for the 512 crops official preprocessing produces).
         size = (self.config.crop_size, self.config.crop_size)
         scores = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).sigmoid()
-        if seen is not None and bool(seen.any()):
+        if seen is not None:  # an all-False mask shifts by 0: no host check of its values
             shift = seen.to(scores.device, scores.dtype).view(1, -1, 1, 1) * self.config.seen_shift
             scores = scores - shift
         if scores.shape[-2:] != crops.shape[-2:]:

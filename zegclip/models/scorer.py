@@ -75,8 +75,9 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
         return prepare_image(image, self.short_side)
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
-        """The device half of :meth:`preprocess`: (H, W, 3) uint8 tensor from :meth:`prepare`,
-        on any device -> (1, 3, H, W) float32, equal to ``preprocess`` of the original image."""
+        """The device half of :meth:`preprocess`: (H, W, 3) or (N, H, W, 3) uint8 tensor from
+        :meth:`prepare`, on any device -> (1 or N, 3, H, W) float32, equal to ``preprocess`` of
+        the original image(s)."""
         raise NotImplementedError(f"{type(self).__name__} preprocesses whole images only")
 
     @abstractmethod
@@ -99,12 +100,15 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
         """(S,) bool rows that are seen (training) classes; none by default."""
         return np.zeros(len(names), dtype=bool)
 
-    def refine(self, scores: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """Hook on stitched (S, h, w) scores with the preprocessed (1, 3, h, w) image; no-op."""
+    def refine(self, scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Hook on stitched (N, S, h, w) scores with the preprocessed (N, 3, h, w) images (or
+        one image's (S, h, w) scores with its (1, 3, h, w) image); batched over images, it must
+        give each image what it gives that image alone. No-op."""
         return scores
 
     def activate(self, scores: torch.Tensor) -> torch.Tensor:
-        """Hook on (S, H, W) scores at the original size, e.g. logits -> probabilities; no-op.
+        """Hook on (..., S, H, W) scores at the original size (rows on dim -3), e.g. logits ->
+        probabilities; no-op.
 
         Row-wise unless :attr:`row_softmax_scale` is set (then it must equal that softmax).
         """

@@ -92,3 +92,22 @@ def test_pre_quantised_confidence_with_sums_encodes_like_the_float_map() -> None
     )
     with pytest.raises(ValueError, match="confidence_sums"):
         encode.encode_prediction(_prediction(labels, quantised.confidence), **args)
+    shipped = SimpleNamespace(**{**vars(quantised), "class_counts": np.bincount(labels[keep])})
+    assert encode.encode_prediction(shipped, **args) == encode.encode_prediction(quantised, **args)
+
+
+def test_the_device_counts_are_used_as_shipped() -> None:
+    """The encode stage does not recount a device prediction's label map (issue 23)."""
+    labels = np.array([[0, 1], [1, 255]], dtype=np.uint8)
+    device = SimpleNamespace(
+        label_map=labels,
+        confidence=np.full((2, 2), 200, dtype=np.uint8),
+        class_counts=np.array([1, 2, 0], dtype=np.int64),
+        confidence_sums=np.array([0.5, 1.5, 0.0]),
+    )
+    out = encode.encode_prediction(device, num_classes=3, image_id="x.jpg", size=(2, 2))
+    assert out[schema.CLASS_PIXEL_COUNTS] == [1, 2, 0]
+    assert out[schema.PRESENT_MEAN_CONFIDENCE] == [0.5, 0.75]
+    device.class_counts = np.array([0, 2, 1], dtype=np.int64)  # what a recount could not give
+    out = encode.encode_prediction(device, num_classes=3, image_id="x.jpg", size=(2, 2))
+    assert out[schema.PRESENT_CLASSES] == [1, 2]

@@ -126,19 +126,19 @@ def test_row_chunks_cover_all_rows_within_the_budget():
 def test_chunked_softmax_equals_torch_softmax():
     from zegclip.reduce import best_rows
 
-    scores = torch.randn(7, 6, 9, generator=torch.Generator().manual_seed(0))
+    scores = torch.randn(2, 7, 6, 9, generator=torch.Generator().manual_seed(0))
     index = torch.tensor([0, 0, 1, 2, 3, 3, 4])
 
     def activate(x):
-        return (40.0 * x).softmax(dim=0)
+        return (40.0 * x).softmax(dim=1)
 
-    full = activate(F.interpolate(scores[None], size=(12, 18), mode="bilinear")[0])
-    for budget in (12 * 18, 2 * 12 * 18, 7 * 12 * 18):
+    full = activate(F.interpolate(scores, size=(12, 18), mode="bilinear"))
+    for budget in (2 * 12 * 18, 2 * 2 * 12 * 18, 2 * 7 * 12 * 18):  # N x rows x H x W
         best, label = best_rows(
             scores, index, (12, 18), activate=activate, softmax_scale=40.0, max_elements=budget
         )
-        torch.testing.assert_close(best, full.max(0).values, atol=1e-6, rtol=1e-5)
-        assert torch.equal(label, index[full.argmax(0)])
+        torch.testing.assert_close(best, full.max(1).values, atol=1e-6, rtol=1e-5)
+        assert torch.equal(label, index[full.argmax(1)])
 
 
 def test_pipeline_rows_from_the_device_path_match_the_host_path(families, sample_photos):

@@ -118,7 +118,7 @@ class FrozenClipSegmenter(DenseScorer):
         self.row_softmax_scale = recipe.logit_scale
         self.short_side = recipe.short_side
         self.patch_size = visual.conv1.kernel_size[0]
-        self._bias_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._bias_cache: dict[tuple, torch.Tensor] = {}
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """HWC uint8 RGB -> (1, 3, H', W') float32: short side resized (cv2 bilinear, mmcv
@@ -154,8 +154,9 @@ class FrozenClipSegmenter(DenseScorer):
         """
         return self.cosine_maps(crops, text_emb).float()
 
-    def refine(self, scores: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """PAMR on the stitched (S, h, w) logits with the whole preprocessed (1, 3, h, w) image.
+    def refine(self, scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """PAMR on stitched (N, S, h, w) logits with the whole preprocessed (N, 3, h, w) images,
+        batched over images (one image: (S, h, w) with (1, 3, h, w)).
 
         The papers run PAMR at the original image size; here it runs at the preprocessed size
         (short side 336/448), which bounds its memory (it grows with S x H x W x 16) on large
@@ -163,11 +164,14 @@ class FrozenClipSegmenter(DenseScorer):
         """
         if self.pamr is None:
             return scores
-        return self.pamr(image.to(scores.device), scores[None])[0]
+        if scores.ndim == 3:
+            return self.pamr(images.to(scores.device), scores[None])[0]
+        return self.pamr(images.to(scores.device), scores)
 
     def activate(self, scores: torch.Tensor) -> torch.Tensor:
-        """(S, H, W) logits at the original size -> softmax over rows at the method's scale."""
-        return (self.recipe.logit_scale * scores).softmax(dim=0)
+        """(..., S, H, W) logits at the original size -> softmax over rows (dim -3) at the
+        method's scale."""
+        return (self.recipe.logit_scale * scores).softmax(dim=-3)
 
     def cosine_maps(self, crops: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """(N, 3, h, w) crops -> (N, S, h, w) patch-text cosines, bilinearly upsampled.
@@ -205,9 +209,12 @@ class FrozenClipSegmenter(DenseScorer):
         return embed_tokens(self.visual, images, reference_positional)
 
     def _neighbourhood_bias(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        if grid not in self._bias_cache:
-            self._bias_cache[grid] = neighbourhood_bias(grid, NACLIP_GAUSSIAN_STD)
-        return self._bias_cache[grid].to(like.device, like.dtype)
+        """(1 + h*w, 1 + h*w) bias in ``like``'s dtype on its device, built once per key."""
+        key = (grid, like.device, like.dtype)
+        if key not in self._bias_cache:
+            bias = neighbourhood_bias(grid, NACLIP_GAUSSIAN_STD)
+            self._bias_cache[key] = bias.to(like.device, like.dtype)
+        return self._bias_cache[key]
 
 
 def build_frozen_clip(
