@@ -26,7 +26,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python jobs/export.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline import storage  # noqa: E402
 from pipeline.export import options, runner  # noqa: E402
 
 logger = logging.getLogger("jobs.export")
@@ -78,20 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_text_if_file(spec: str) -> str | None:
-    try:
-        return storage.read_bytes(spec).decode() if storage.exists(spec) else None
-    except (OSError, ValueError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     opts = options.ExportOptions(
         min_confidence=args.min_confidence,
         min_labelled=args.min_labelled,
-        classes=options.parse_class_entries(args.classes, _read_text_if_file),
+        classes=options.class_entries_from_flag(args.classes),
         val_fraction=args.split,
     )
     try:
