@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher-iters", type=int, default=300)
     p.add_argument("--finetune-iters", type=int, default=150)
     p.add_argument("--pseudo-weight", type=float, default=0.5)
+    p.add_argument("--size", type=int, default=180, help="photos are downscaled to this height")
+    p.add_argument("--crop", type=int, default=96, help="training crop and test-time short side")
     p.add_argument("--seed", type=int, default=0, help="random strategy's seed")
     p.add_argument("--json", help="write the numbers here")
     p.add_argument("--plot", help="write the plot (PNG) here")
@@ -99,11 +101,28 @@ def _link(files: list[Path], folder: Path) -> str:
     return str(folder)
 
 
-def train(out: Path, emb: str, classes: str, iters: int, *data: str) -> Path:
+def _shrunk(files: list[Path], folder: Path, height: int, labels: bool = False) -> str:
+    """Copies of ``files`` downscaled to ``height`` (area for photos, nearest for labels), PNG."""
+    import cv2
+
+    folder.mkdir(parents=True)
+    for f in files:
+        image = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        width = round(image.shape[1] * height / image.shape[0])
+        mode = cv2.INTER_NEAREST if labels else cv2.INTER_AREA
+        cv2.imwrite(
+            str(folder / f"{f.stem}.png"), cv2.resize(image, (width, height), interpolation=mode)
+        )
+    return str(folder)
+
+
+def train(out: Path, ctx: dict, iters: int, *data: str) -> Path:
     """``jobs/train.py`` with the tiny model; returns the final checkpoint."""
-    flags = [*data, "--classes", classes, "--output", str(out), "--clip-model", TINY_CLIP]
-    flags += ["--clip-weights", "none", "--decoder-ffn-dim", "128", "--crop-size", "128"]
-    flags += ["--scale", "512,128", "--warmup-iters", "20", "--lr", "2e-4", "--batch-size", "4"]
+    crop, emb = ctx["crop"], ctx["emb"]
+    flags = [*data, "--classes", ctx["classes"], "--output", str(out), "--clip-model", TINY_CLIP]
+    flags += ["--clip-weights", "none", "--decoder-ffn-dim", "128", "--crop-size", str(crop)]
+    flags += ["--scale", f"{crop * 4},{crop}", "--warmup-iters", "20", "--lr", "2e-4"]
+    flags += ["--batch-size", "4"]
     flags += ["--max-iters", str(iters), "--log-every", "50", "--checkpoint-every", str(iters)]
     flags += ["--load-threads", "2", "--text-embeddings", emb]
     if train_job.main(flags) != 0:
@@ -166,6 +185,7 @@ def _gt_mask(gt_dir: Path, image_id: str, num_classes: int) -> np.ndarray:
     import cv2
 
     mask = cv2.imread(str(gt_dir / f"{Path(image_id).stem}.png"), cv2.IMREAD_UNCHANGED)
+    assert mask is not None, image_id
     return np.where(mask < num_classes, mask, IGNORE_INDEX).astype(np.uint8)
 
 
@@ -188,7 +208,7 @@ def run_strategy(args, strategy: str, ctx: dict) -> list[dict]:
         start = time.monotonic()
         data = ["--data", str(corrections), "--pseudo-labels", run, "--init-from", str(model)]
         data += ["--pseudo-weight", str(args.pseudo_weight)]
-        model = train(work / f"model-{r}", ctx["emb"], ctx["classes"], args.finetune_iters, *data)
+        model = train(work / f"model-{r}", ctx, args.finetune_iters, *data)
         miou = test_miou(model, ctx["test_pairs"], ctx["emb"], ctx["num_classes"])
         rows.append({"strategy": strategy, "round": r, "corrected": corrected, "miou": miou})
         logger.info(
@@ -204,32 +224,36 @@ def run_strategy(args, strategy: str, ctx: dict) -> list[dict]:
     return rows
 
 
+def _annot(camvid: Path, folder: str, images: list[Path]) -> list[Path]:
+    return [camvid / folder / f"{p.stem}.png" for p in images]
+
+
 def setup(args) -> dict:
     """Teacher, pool run, test pairs."""
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     camvid = Path(args.camvid)
     classes, names = _classes(str(camvid))
-    train_images = sorted((camvid / "train").glob("*.png")) or sorted(
-        (camvid / "train").glob("*.jpg")
-    )
-    teacher_images = train_images[: args.teacher_pairs]
-    pool = train_images[args.teacher_pairs : args.teacher_pairs + args.pool]
-    gt = [camvid / "trainannot" / f"{p.stem}.png" for p in teacher_images]
-    test = sorted((camvid / "test").glob("*"))[: args.test]
+    train_images = sorted((camvid / "train").glob("*.*"))
+    used = train_images[: args.teacher_pairs + args.pool]
+    all_images = Path(_shrunk(used, work / "train", args.size))
+    gt_dir = Path(_shrunk(_annot(camvid, "trainannot", used), work / "gt", args.size, True))
+    teacher_images = [all_images / f"{p.stem}.png" for p in used[: args.teacher_pairs]]
+    pool = [all_images / f"{p.stem}.png" for p in used[args.teacher_pairs :]]
+    test = sorted((camvid / "test").glob("*.*"))[: args.test]
     test_pairs = load_pairs(
-        images=_link(test, work / "test-img"),
-        masks=_link([camvid / "testannot" / f"{p.stem}.png" for p in test], work / "test-gt"),
+        images=_shrunk(test, work / "test-img", args.size),
+        masks=_shrunk(_annot(camvid, "testannot", test), work / "test-gt", args.size, True),
     )
     emb = str(work / "emb.npy")
     rng = np.random.default_rng(0)
     np.save(emb, rng.standard_normal((len(names), 64)).astype(np.float32))
     ctx = {"classes": classes, "num_classes": len(names), "emb": emb, "test_pairs": test_pairs}
-    ctx["gt_dir"] = camvid / "trainannot"
+    ctx["gt_dir"], ctx["crop"] = gt_dir, args.crop
     ctx["pool"] = _link(pool, work / "pool")
     teacher_data = ["--images", _link(teacher_images, work / "t-img")]
-    teacher_data += ["--masks", _link(gt, work / "t-gt")]
-    ctx["teacher"] = train(work / "teacher", emb, classes, args.teacher_iters, *teacher_data)
+    teacher_data += ["--masks", _link([gt_dir / p.name for p in teacher_images], work / "t-gt")]
+    ctx["teacher"] = train(work / "teacher", ctx, args.teacher_iters, *teacher_data)
     ctx["teacher_miou"] = test_miou(ctx["teacher"], test_pairs, emb, len(names))
     ctx["pool_run"] = label(ctx["teacher"], ctx["pool"], work / "pool-run", emb, classes)
     return ctx

@@ -41,7 +41,8 @@ def parse_labelmap(text: str, out: CorrectionSet) -> dict[int, int]:
 def colours_to_labels(rgb: np.ndarray, colours: dict[int, int]) -> tuple[np.ndarray, int]:
     """(H, W, 3) uint8 -> (H, W) uint8 class indices (255 elsewhere) and the count of pixels
     with a colour the label map does not list (black excluded)."""
-    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    wide = rgb.astype(np.int64)
+    packed = (wide[..., 0] << 16) | (wide[..., 1] << 8) | wide[..., 2]
     values, inverse = np.unique(packed, return_inverse=True)
     mapped = np.array([colours.get(int(v), UNLABELLED) for v in values], dtype=np.uint8)
     unknown = sum(

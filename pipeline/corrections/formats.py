@@ -70,8 +70,6 @@ def detect(files: ExportFiles) -> str | None:
     if any(n.startswith("ann_dir/") for n in files.names):
         return "mmseg"
     for name in files.find(".json"):
-        if name.rsplit("/", 1)[-1] in ("image_names.jsonl", "export.json"):
-            continue
         doc = _json(files, name)
         if _is_coco(doc):
             return "coco"
