@@ -2,7 +2,9 @@
 
 Classes: the tool's class names go through the export's ``--classes`` rules
 (:func:`pipeline.export.options.build_class_map`: keep, rename, merge) and are then matched to
-our vocabulary by case-insensitive name; names that match nothing become ignore (logged).
+our vocabulary by case-insensitive name; names that match nothing become ignore (logged). The
+pseudo-labels' run vocabulary goes through the same entries (those naming one of its classes),
+or is matched by name when none does.
 
 Mixing (``pseudo_labels`` given): every ok row of the run is a pair whose mask is the run's
 pseudo-label (``--min-confidence`` applied); where a person labelled a pixel, their label wins.
@@ -191,7 +193,7 @@ def correction_pairs(
     human = _human(data, fmt, (class_entries, names), index, prov)
     pairs = []
     machine_refs = images.from_run(pseudo_labels_run).by_id if pseudo_labels_run else {}
-    run_lut = _run_lut(pseudo_labels_run, names)
+    run_lut = _run_lut(pseudo_labels_run, class_entries, names)
     for image_id in sorted(set(human) | set(machine_refs)):
         ref = machine_refs.get(image_id) or index.by_id[image_id]
         machine = (
@@ -211,13 +213,20 @@ def correction_pairs(
     return pairs, prov
 
 
-def _run_lut(run: str | None, names: Sequence[str]) -> np.ndarray | None:
+def _run_lut(run: str | None, entries: Sequence[str], names: Sequence[str]) -> np.ndarray | None:
+    """(65536,) uint8: run class id -> our id, through the ``--data-classes`` entries that name
+    a class of the run (the corrections came from an export of it), else by name."""
     if not run:
         return None
     import json
 
     vocabulary = json.loads(storage.read_bytes(storage.join(run, "run.json")))["vocabulary"]
-    return class_lut(vocabulary, names)
+    known = [e for e in entries if e.partition("=")[0].strip() in vocabulary]
+    if not known:
+        return class_lut(vocabulary, names)
+    lut = np.full(65536, IGNORE_INDEX, dtype=np.uint8)
+    lut[: len(vocabulary)] = vocabulary_lut(vocabulary, known, names)[: len(vocabulary)]
+    return lut
 
 
 def job_pairs(
