@@ -293,6 +293,15 @@ def plot(path: str, rows: list[dict], teacher: float) -> None:
     fig.savefig(path)
 
 
+def run_loop(args: argparse.Namespace) -> dict:
+    """Teacher, then every strategy's rounds: ``{"teacher": mIoU, "rows": [...]}``."""
+    ctx = setup(args)
+    rows = []
+    for strategy in args.strategies.split(","):
+        rows += run_strategy(args, strategy, ctx)
+    return {"teacher": ctx["teacher_miou"], "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
@@ -301,18 +310,13 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.monotonic()
     init_ray(num_cpus=2)
-    ctx = setup(args)
-    rows = []
-    for strategy in args.strategies.split(","):
-        rows += run_strategy(args, strategy, ctx)
-    print(table(rows, ctx["teacher_miou"]))
+    result = run_loop(args)
+    print(table(result["rows"], result["teacher"]))
     print(f"total {time.monotonic() - start:.0f} s")
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"teacher": ctx["teacher_miou"], "rows": rows, "args": vars(args)}, indent=2)
-        )
+        Path(args.json).write_text(json.dumps({**result, "args": vars(args)}, indent=2))
     if args.plot:
-        plot(args.plot, rows, ctx["teacher_miou"])
+        plot(args.plot, result["rows"], result["teacher"])
     return 0
 
 
