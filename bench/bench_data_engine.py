@@ -309,7 +309,16 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.run import init_ray
 
     start = time.monotonic()
-    init_ray(num_cpus=2)
+    for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s node start-up wait
+        try:
+            init_ray(num_cpus=2)
+            break
+        except Exception:  # noqa: BLE001 - Ray raises a bare Exception here
+            if attempt == 2:
+                raise
+            import ray
+
+            ray.shutdown()
     result = run_loop(args)
     print(table(result["rows"], result["teacher"]))
     print(f"total {time.monotonic() - start:.0f} s")
