@@ -276,7 +276,7 @@ def _prepare(args: argparse.Namespace) -> tuple[list[str], np.ndarray, list]:
 
         zegclip.check_device(args.device)
         zegclip.check_checkpoint(args.checkpoint)
-    from pipeline.corrections.pairs import job_pairs
+    from jobs.corrections import job_pairs
     from pipeline.export.options import class_entries_from_flag
 
     names = read_classes(args.classes)

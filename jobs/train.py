@@ -149,7 +149,7 @@ BUILDERS = {"zegclip": build_zegclip_model, "zegot": build_zegot_model}
 def job_pairs(job: JobConfig) -> tuple[list, dict]:
     """The training pairs the data flags name and the ``training_data`` record of the checkpoint
     (see ``pipeline.corrections.pairs.job_pairs``)."""
-    from pipeline.corrections.pairs import job_pairs as load_job_pairs
+    from jobs.corrections import job_pairs as load_job_pairs
     from pipeline.export.options import class_entries_from_flag
 
     pairs, provenance = load_job_pairs(

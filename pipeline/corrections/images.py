@@ -1,8 +1,8 @@
 """Where corrected images are: found by the ids our exports recorded, never by file names.
 
-An index is built from a labelling run (every ok row: image id, its image through
-``source_uri`` as the run's shard kind says, and ``safe_name(image_id)``) or from one of our
-exports (``image_names.jsonl``: image id, safe name, and the image file, whose path components
+An index is built from a labelling run (``jobs/corrections.py``: every ok row, its image
+through ``source_uri`` as the run's shard kind says, and ``safe_name(image_id)``) or from one of
+our exports (``image_names.jsonl``: image id, safe name, and the image file, whose path components
 are checked like every export path). A correction is looked up by image id or safe name in that
 index; anything else a tool's file says (``../../x.jpg``, ``/etc/passwd``) finds nothing.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pipeline import storage
 from pipeline.corrections.formats import Correction
-from pipeline.export.names import out_uri, safe_name
+from pipeline.export.names import out_uri
 
 
 @dataclass(frozen=True)
@@ -48,19 +48,6 @@ class ImageIndex:
         return self.by_id.get(image_id) if image_id is not None else None
 
 
-def from_run(uri: str) -> ImageIndex:
-    """Index of a labelling run's ok rows."""
-    from zegclip.train.run_pairs import read_run
-
-    _, rows = read_run(uri)
-    refs = [
-        ImageRef(r["image_id"], image, (r["height"], r["width"]), r)
-        for r, image in rows
-        if image is not None
-    ]
-    return ImageIndex(refs, {safe_name(r.image_id): r.image_id for r in refs}, uri)
-
-
 def from_export(uri: str) -> ImageIndex:
     """Index of one of our exports (``image_names.jsonl``); unsafe image paths are dropped."""
     text = storage.read_bytes(storage.join(uri, "image_names.jsonl")).decode("utf-8")
@@ -75,18 +62,3 @@ def from_export(uri: str) -> ImageIndex:
         refs.append(ImageRef(record["image_id"], image, size))
         names[record["name"]] = record["image_id"]
     return ImageIndex(refs, names, uri)
-
-
-def open_index(uri: str) -> ImageIndex:
-    """A run (``run.json``) or an export (``image_names.jsonl``) folder.
-
-    Raises:
-        FileNotFoundError: neither file exists under ``uri``.
-    """
-    if storage.exists(storage.join(uri, "run.json")):
-        return from_run(uri)
-    if storage.exists(storage.join(uri, "image_names.jsonl")):
-        return from_export(uri)
-    raise FileNotFoundError(
-        f"--images-from {uri}: neither a labelling run (run.json) nor an export (image_names.jsonl)"
-    )

@@ -29,9 +29,9 @@ from jobs import evaluate as evaluate_job
 from jobs import label as label_job
 from jobs import select as select_job
 from jobs import train as train_job
+from jobs.corrections import correction_pairs
 from pipeline import encode, schema
 from pipeline.config import LabelJobConfig
-from pipeline.corrections.pairs import correction_pairs
 from pipeline.export import cvat as cvat_export
 from pipeline.run import run_label_job
 from zegclip.train.data import MACHINE, load_pair

@@ -14,7 +14,8 @@ from label_studio_converter.brush import mask2rle
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from pipeline.corrections import coco, cvat, formats, images, labelstudio, mmseg, pairs
+from jobs import corrections as pairs
+from pipeline.corrections import coco, cvat, formats, labelstudio, mmseg
 from pipeline.corrections.files import ExportFiles
 from pipeline.corrections.formats import Correction
 from pipeline.export import cvat as cvat_export
@@ -237,7 +238,7 @@ def test_vocabulary_lut_renames_merges_and_ignores() -> None:
         pairs.vocabulary_lut(["road"], ["lorry=car"], CLASSES)
 
 
-def _export_index(tmp_path: Path, ids: list[str], size=(12, 16)) -> images.ImageIndex:
+def _export_index(tmp_path: Path, ids: list[str], size=(12, 16)) -> pairs.images.ImageIndex:
     """One of our exports: image_names.jsonl and the images it names."""
     root = tmp_path / "export"
     (root / "images").mkdir(parents=True)
@@ -264,7 +265,7 @@ def _export_index(tmp_path: Path, ids: list[str], size=(12, 16)) -> images.Image
         }
     )
     (root / "image_names.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return images.open_index(str(root))
+    return pairs.open_index(str(root))
 
 
 def test_images_are_found_only_through_recorded_ids(tmp_path: Path) -> None:

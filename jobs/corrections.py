@@ -1,5 +1,9 @@
 """Corrections (and a run's pseudo-labels) as training/evaluation pairs, with provenance.
 
+Shared by ``jobs/train.py`` and ``jobs/evaluate.py`` (not a job itself): it joins the pipeline's
+correction readers (``pipeline/corrections/``) with the model package's pairs, which neither
+package may import from the other.
+
 Classes: the tool's class names go through the export's ``--classes`` rules
 (:func:`pipeline.export.options.build_class_map`: keep, rename, merge) and are then matched to
 our vocabulary by case-insensitive name; names that match nothing become ignore (logged). The
@@ -23,9 +27,10 @@ import numpy as np
 from pipeline import storage
 from pipeline.corrections import coco, cvat, formats, images, labelstudio, mmseg
 from pipeline.corrections.files import ExportFiles
+from pipeline.export.names import safe_name
 from pipeline.export.options import build_class_map
 from zegclip.train.data import MACHINE, SegPair, encode_png
-from zegclip.train.run_pairs import check_fraction, class_lut, is_run, pseudo_labels
+from zegclip.train.run_pairs import check_fraction, class_lut, is_run, pseudo_labels, read_run
 from zegclip.train.sources import load_pairs, read_classes
 from zegclip.vocab import IGNORE_INDEX
 
@@ -66,6 +71,32 @@ class Provenance:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def from_run(uri: str) -> images.ImageIndex:
+    """Index of a labelling run's ok rows."""
+    _, rows = read_run(uri)
+    refs = [
+        images.ImageRef(r["image_id"], image, (r["height"], r["width"]), r)
+        for r, image in rows
+        if image is not None
+    ]
+    return images.ImageIndex(refs, {safe_name(r.image_id): r.image_id for r in refs}, uri)
+
+
+def open_index(uri: str) -> images.ImageIndex:
+    """A run (``run.json``) or an export (``image_names.jsonl``) folder.
+
+    Raises:
+        FileNotFoundError: neither file exists under ``uri``.
+    """
+    if storage.exists(storage.join(uri, "run.json")):
+        return from_run(uri)
+    if storage.exists(storage.join(uri, "image_names.jsonl")):
+        return images.from_export(uri)
+    raise FileNotFoundError(
+        f"--images-from {uri}: neither a labelling run (run.json) nor an export (image_names.jsonl)"
+    )
 
 
 def correction_format(data: str | None, data_format: str = "auto") -> str | None:
@@ -115,9 +146,9 @@ def _index(images_from: str | None, pseudo: str | None, data: str) -> images.Ima
             storage.exists(storage.join(uri, "run.json"))
             or storage.exists(storage.join(uri, "image_names.jsonl"))
         ):
-            return images.open_index(uri)
+            return open_index(uri)
     if images_from:
-        return images.open_index(images_from)  # raises, naming the flag
+        return open_index(images_from)  # raises, naming the flag
     raise FileNotFoundError(
         "--data holds corrections: give --images-from RUN_OR_EXPORT (the labelling run or our "
         "export the annotated images came from), or --pseudo-labels RUN"
@@ -192,7 +223,7 @@ def correction_pairs(
     prov = Provenance(fmt, pseudo_weight=pseudo_weight, min_confidence=min_confidence)
     human = _human(data, fmt, (class_entries, names), index, prov)
     pairs = []
-    machine_refs = images.from_run(pseudo_labels_run).by_id if pseudo_labels_run else {}
+    machine_refs = from_run(pseudo_labels_run).by_id if pseudo_labels_run else {}
     run_lut = _run_lut(pseudo_labels_run, class_entries, names)
     for image_id in sorted(set(human) | set(machine_refs)):
         ref = machine_refs.get(image_id) or index.by_id[image_id]
