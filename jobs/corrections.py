@@ -223,7 +223,10 @@ def correction_pairs(
     prov = Provenance(fmt, pseudo_weight=pseudo_weight, min_confidence=min_confidence)
     human = _human(data, fmt, (class_entries, names), index, prov)
     pairs = []
-    machine_refs = from_run(pseudo_labels_run).by_id if pseudo_labels_run else {}
+    machine_refs = {}
+    if pseudo_labels_run:  # the index is often that run already: read it once
+        same = index.source == pseudo_labels_run
+        machine_refs = (index if same else from_run(pseudo_labels_run)).by_id
     run_lut = _run_lut(pseudo_labels_run, class_entries, names)
     for image_id in sorted(set(human) | set(machine_refs)):
         ref = machine_refs.get(image_id) or index.by_id[image_id]
