@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-iters", type=int, default=150)
     p.add_argument("--pseudo-weight", type=float, default=0.5)
     p.add_argument("--size", type=int, default=180, help="photos are downscaled to this height")
-    p.add_argument("--crop", type=int, default=96, help="training crop and test-time short side")
+    p.add_argument("--crop", type=int, default=128, help="training crop and test-time short side")
     p.add_argument("--seed", type=int, default=0, help="random strategy's seed")
     p.add_argument("--json", help="write the numbers here")
     p.add_argument("--plot", help="write the plot (PNG) here")

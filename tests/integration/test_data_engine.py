@@ -40,9 +40,9 @@ def test_corrections_raise_miou_over_the_teacher(ray_local: None, tmp_path: Path
             "--test",
             "8",
             "--teacher-iters",
-            "100",
+            "150",
             "--finetune-iters",
-            "40",
+            "30",
         ]
     )
     result = engine.run_loop(args)
