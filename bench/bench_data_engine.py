@@ -4,7 +4,7 @@ Loop (every step through the project's own jobs):
 
 1. teacher: the tiny model trained on ``--teacher-pairs`` CamVid ground-truth pairs;
 2. the labelling pipeline (real local Ray) pre-labels a pool of other training photos;
-3. ``jobs/select.py`` chooses ``--budget`` images per round with each strategy and exports them
+3. ``jobs/select_review.py`` chooses ``--budget`` images per round with each strategy and exports them
    to CVAT ("Segmentation mask 1.1");
 4. the "people": the CamVid ground truth of the chosen images is written into that export's
    ``SegmentationClass/`` PNGs (CVAT's documented layout), accumulated over rounds;
@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import zegclip  # noqa: E402
-from jobs import select as select_job  # noqa: E402
+from jobs import select_review as select_job  # noqa: E402
 from jobs import train as train_job  # noqa: E402
 from pipeline.config import LabelJobConfig  # noqa: E402
 from pipeline.export import cvat  # noqa: E402

@@ -1,6 +1,6 @@
 """Corrections round trip through the tools' own export formats (real local Ray, real photos).
 
-A labelling run (colour predictor) -> ``jobs/select.py --export labelstudio|cvat`` -> masks
+A labelling run (colour predictor) -> ``jobs/select_review.py --export labelstudio|cvat`` -> masks
 edited the way the tool's export carries them (Label Studio: ``annotations[].result`` brush
 regions made with Label Studio's converter's encoder ``mask2rle``; CVAT: a zip in exactly the
 documented "Segmentation mask 1.1" layout) -> read back by ``pipeline.corrections`` and by
@@ -27,7 +27,7 @@ from tiny_models import TINY_CLIP
 
 from jobs import evaluate as evaluate_job
 from jobs import label as label_job
-from jobs import select as select_job
+from jobs import select_review as select_job
 from jobs import train as train_job
 from jobs.corrections import correction_pairs
 from pipeline import encode, schema

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python jobs/select.py RUN --budget 50 --strategy least-confident --output review/ \\
+    python jobs/select_review.py RUN --budget 50 --strategy least-confident --output review/ \\
         --export labelstudio
 
 Strategies (see pipeline/selection.py): least-confident, class-balanced (rare classes first),
@@ -12,6 +12,10 @@ diverse (k-centre greedy on each image's class composition), random (seeded base
     DIR/selected.jsonl      one {"image_id", "rank", "mean_confidence"} a line
     DIR/run/                a finished labelling run holding only the chosen rows
     DIR/<format>/           with --export: jobs/export.py's output for that run subset
+
+(Named ``select_review.py``, not ``select.py``: ``python jobs/<job>.py`` puts ``jobs/`` first
+on ``sys.path``, where a ``select.py`` would shadow the standard library's ``select`` module and
+break every job.)
 
 Corrections come back through ``jobs/train.py --data <tool export> --images-from DIR/run``
 (or ``--pseudo-labels RUN`` to mix them with the rest of the run). Exit codes: 0 done;
@@ -27,7 +31,9 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # `python jobs/select.py` puts jobs/, not the repo, on the path
+if (
+    str(REPO_ROOT) not in sys.path
+):  # `python jobs/select_review.py` puts jobs/, not the repo, on the path
     sys.path.insert(0, str(REPO_ROOT))
 
 from pipeline import selection, storage, write  # noqa: E402
@@ -42,7 +48,7 @@ EXPORTS = ("labelstudio", "cvat")
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the selection job."""
     p = argparse.ArgumentParser(
-        prog="jobs/select.py",
+        prog="jobs/select_review.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
