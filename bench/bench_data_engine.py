@@ -4,8 +4,8 @@ Loop (every step through the project's own jobs):
 
 1. teacher: the tiny model trained on ``--teacher-pairs`` CamVid ground-truth pairs;
 2. the labelling pipeline (real local Ray) pre-labels a pool of other training photos;
-3. ``jobs/select_review.py`` chooses ``--budget`` images per round with each strategy and exports them
-   to CVAT ("Segmentation mask 1.1");
+3. ``jobs/select_review.py`` chooses ``--budget`` images per round with each strategy and
+   exports them to CVAT ("Segmentation mask 1.1");
 4. the "people": the CamVid ground truth of the chosen images is written into that export's
    ``SegmentationClass/`` PNGs (CVAT's documented layout), accumulated over rounds;
 5. ``jobs/train.py --data <corrections> --pseudo-labels <pool run> --init-from <model>``
