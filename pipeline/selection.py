@@ -120,10 +120,12 @@ def k_centre(embeddings: np.ndarray, budget: int, first: int) -> list[int]:
     """
     out = [first]
     distance = np.linalg.norm(embeddings - embeddings[first], axis=1)
+    distance[first] = -1.0  # chosen: never again, even when every distance left is 0
     while len(out) < min(budget, len(embeddings)):
         nxt = int(np.argmax(distance))
         out.append(nxt)
         distance = np.minimum(distance, np.linalg.norm(embeddings - embeddings[nxt], axis=1))
+        distance[out] = -1.0
     return out
 
 

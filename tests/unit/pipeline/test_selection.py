@@ -60,3 +60,8 @@ def test_random_is_seeded_and_without_repeats() -> None:
 def test_without_removes_reviewed_ids() -> None:
     left = selection.without(_pool(), {"d", "e"})
     assert left.ids == ["a", "b", "c"] and left.pixels.shape == (3, 3)
+
+
+def test_k_centre_never_repeats_when_images_look_alike() -> None:
+    picks = selection.k_centre(np.zeros((5, 3)), 4, first=2)
+    assert picks[0] == 2 and len(set(picks)) == 4
