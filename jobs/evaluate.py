@@ -10,8 +10,9 @@ Examples::
 
 Metrics (mmseg definitions, see :mod:`zegclip.train.metrics`): pixel accuracy, mIoU over seen and
 unseen classes, hIoU and a per-class IoU table. Labelling-job rows are matched to ground truth by
-the file stem of their source URI; their class ids are mapped to ours by class name (from the
-Parquet ``labeler`` metadata); unknown names and unlabelled pixels count as misses.
+image id (corrections) or the file stem of their source URI; their class ids are mapped to ours
+by class name (from the Parquet ``labeler`` metadata); unknown names and unlabelled pixels count
+as misses.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from zegclip.train.calibration import (  # noqa: E402
 )
 from zegclip.train.data import PairError, decode_mask, load_pair  # noqa: E402
 from zegclip.train.metrics import compute_metrics, confusion_matrix, format_table  # noqa: E402
-from zegclip.train.sources import load_pairs, read_classes, read_unseen  # noqa: E402
+from zegclip.train.sources import read_classes, read_unseen  # noqa: E402
 
 logger = logging.getLogger("jobs.evaluate")
 
@@ -134,7 +135,7 @@ def evaluate_predictions(
             table = pq.read_table(f)
         lut = _id_map(table.schema, names)
         for row in table.to_pylist():
-            pair = by_stem.get(_row_key(row))
+            pair = by_stem.get(row.get(schema.IMAGE_ID)) or by_stem.get(_row_key(row))
             if row.get(schema.STATUS) != schema.STATUS_OK or not row.get(schema.MASK):
                 counts["errors"] += 1
                 continue
@@ -169,7 +170,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classes", required=True, help="class names file, mask id order")
     p.add_argument("--unseen", default="", help="comma list or file; default: the checkpoint's")
     p.add_argument(
-        "--data", help="images/ + masks/ folder or Parquet with image and mask columns, path or URI"
+        "--data",
+        help="images/ + masks/ folder, Parquet with image and mask columns, a labelling run, or "
+        "people's corrections (Label Studio JSON, CVAT Segmentation mask 1.1 zip/folder, COCO, "
+        "mmseg folder); path or URI",
+    )
+    p.add_argument(
+        "--data-format",
+        default="auto",
+        help="what --data holds: auto, labelstudio, cvat, coco, mmseg or pairs (the others)",
+    )
+    p.add_argument(
+        "--data-classes",
+        help="corrections: NAME or NAME=NEW entries (comma list or file) mapping the tool's "
+        "classes, as jobs/export.py --classes; then matched to --classes by name",
+    )
+    p.add_argument(
+        "--images-from",
+        help="corrections: the labelling run or our export whose recorded image ids locate the "
+        "images (default: --data itself when it is one)",
     )
     p.add_argument("--images", help="image folder (with --masks)")
     p.add_argument("--masks", help="ground-truth mask folder, same stems as the images")
@@ -262,16 +281,23 @@ def _prepare(args: argparse.Namespace) -> tuple[list[str], np.ndarray, list]:
 
         zegclip.check_device(args.device)
         zegclip.check_checkpoint(args.checkpoint)
+    from jobs.corrections import job_pairs
+    from pipeline.export.options import class_entries_from_flag
+
     names = read_classes(args.classes)
-    pairs = load_pairs(
+    pairs, _ = job_pairs(
+        classes=args.classes,
         data=args.data,
         images=args.images,
         masks=args.masks,
         image_column=args.image_column,
         mask_column=args.mask_column,
-        classes=args.classes,
         min_confidence=args.min_confidence,
-    )[: args.limit or None]
+        data_format=args.data_format,
+        class_entries=class_entries_from_flag(args.data_classes),
+        images_from=args.images_from,
+    )
+    pairs = pairs[: args.limit or None]
     return names, _seen_mask(args, names), pairs
 
 

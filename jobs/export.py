@@ -93,20 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_text_if_file(spec: str) -> str | None:
-    try:
-        return storage.read_bytes(spec).decode() if storage.exists(spec) else None
-    except (OSError, ValueError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     opts = options.ExportOptions(
         min_confidence=args.min_confidence,
         min_labelled=args.min_labelled,
-        classes=options.parse_class_entries(args.classes, _read_text_if_file),
+        classes=options.class_entries_from_flag(args.classes),
         val_fraction=args.split,
         image_format=args.image_format,
     )

@@ -57,6 +57,12 @@ class JobConfig:
     image_column: str = "image"
     mask_column: str = "mask"
     min_confidence: float = 0.0
+    data_format: str = "auto"
+    data_classes: str | None = None
+    images_from: str | None = None
+    pseudo_labels: str | None = None
+    pseudo_weight: float = 1.0
+    init_from: str | None = None
     reduce_zero_label: bool = False
     model: str = "zegclip"
     clip_model: str = "ViT-B-16"
@@ -150,19 +156,35 @@ BUILDERS = {"zegclip": build_zegclip_model, "zegot": build_zegot_model}
 # ----------------------------------------------------------------------------- inputs
 
 
-def job_pairs(job: JobConfig) -> list:
-    """The training pairs the data flags name (see ``zegclip.train.sources.load_pairs``)."""
-    from zegclip.train.sources import load_pairs
+def job_pairs(job: JobConfig) -> tuple[list, dict]:
+    """The training pairs the data flags name and the ``training_data`` record of the checkpoint
+    (see ``pipeline.corrections.pairs.job_pairs``)."""
+    from jobs.corrections import job_pairs as load_job_pairs
+    from pipeline.export.options import class_entries_from_flag
+    from zegclip.weights import redact_uri
 
-    return load_pairs(
+    pairs, provenance = load_job_pairs(
+        classes=job.classes,
         data=job.data,
         images=job.images,
         masks=job.masks,
         image_column=job.image_column,
         mask_column=job.mask_column,
-        classes=job.classes,
         min_confidence=job.min_confidence,
+        data_format=job.data_format,
+        class_entries=class_entries_from_flag(job.data_classes),
+        images_from=job.images_from,
+        pseudo_labels_run=job.pseudo_labels,
+        pseudo_weight=job.pseudo_weight,
     )
+    record = {
+        "data": job.data or f"{job.images} + {job.masks}",
+        "pseudo_labels": job.pseudo_labels,
+        "init_from": job.init_from,
+        "pairs": len(pairs),
+        "provenance": provenance.as_dict() if provenance else None,
+    }
+    return pairs, {k: redact_uri(v) if isinstance(v, str) else v for k, v in record.items()}
 
 
 def train_config(job: JobConfig) -> TrainConfig:
@@ -196,6 +218,9 @@ def _restore(job: JobConfig, seen_classes: tuple[str, ...], tmp: str):
         import torch
 
         torch.manual_seed(job.seed)  # identical random init (tiny CLIP, prompts, head) on all ranks
+        if job.init_from:  # fine-tune: weights from a checkpoint, a fresh optimiser and schedule
+            model = zegclip.load_model(fetch_local(job.init_from, tmp), seen_classes=seen_classes)
+            return model, None
         return BUILDERS[job.model](job, seen_classes), None
     logger.info("resuming from step %d (%s)", latest["step"], latest["model"])
     model = zegclip.load_model(fetch_local(latest["model"], tmp))
@@ -220,10 +245,12 @@ def run_worker(job_dict: dict) -> dict:
     names = read_classes(job.classes)
     seen = seen_vector(names, read_unseen(job.unseen))
     seen_classes = tuple(n for n, s in zip(names, seen.tolist()) if s)
+    pairs, training_data = job_pairs(job)
     source = PairSource(
-        job_pairs(job),
+        pairs,
         len(names),
         reduce_zero_label=job.reduce_zero_label,
+        keep_provenance=True,
     )
     device = _device(job, in_ray)
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,7 +290,7 @@ def run_worker(job_dict: dict) -> dict:
     )
     if state is not None:
         trainer.load_state_dict(state)
-    return _loop(job, trainer, rank, in_ray)
+    return _loop(job, trainer, rank, in_ray, training_data)
 
 
 def _device(job: JobConfig, in_ray: bool):
@@ -276,7 +303,7 @@ def _device(job: JobConfig, in_ray: bool):
     return torch.device("cuda" if job.use_gpu and torch.cuda.is_available() else "cpu")
 
 
-def _loop(job: JobConfig, trainer: Trainer, rank: int, in_ray: bool) -> dict:
+def _loop(job: JobConfig, trainer: Trainer, rank: int, in_ray: bool, training_data: dict) -> dict:
     from zegclip.train.state import save_model, save_training_checkpoint
 
     embed = random_clip(job)
@@ -301,6 +328,7 @@ def _loop(job: JobConfig, trainer: Trainer, rank: int, in_ray: bool) -> dict:
                 trainer.state_dict(),
                 embed_clip=embed,
                 transductive=trainer.is_transductive,
+                training_data=training_data,
             )
     if rank == 0:
         save_model(
@@ -308,6 +336,7 @@ def _loop(job: JobConfig, trainer: Trainer, rank: int, in_ray: bool) -> dict:
             f"{job.output.rstrip('/')}/model_final.safetensors",
             embed_clip=embed,
             transductive=trainer.is_transductive,
+            training_data=training_data,
         )
     return out
 
@@ -362,7 +391,9 @@ def validate(job: JobConfig) -> None:
     _check_ranges(job)
     names = read_classes(job.classes)
     seen_vector(names, read_unseen(job.unseen))
-    pairs = job_pairs(job)
+    if job.init_from:
+        zegclip.check_checkpoint(job.init_from, "--init-from")
+    pairs, _ = job_pairs(job)
     if len(pairs) < max(job.num_workers, 1):
         raise ValueError(f"{len(pairs)} pairs cannot feed {job.num_workers} workers")
     if job.self_train_from is not None and not 0 <= job.self_train_from < job.max_iters:
@@ -406,14 +437,27 @@ HELP = {
     "output": "folder or URI for checkpoints",
     "unseen": "comma list or file of unseen class names",
     "data": "folder with images/ and masks/ (same stems), a Parquet file/prefix with image "
-    "and mask columns, or a labelling run's output (pseudo-labels; images via source_uri); "
+    "and mask columns, a labelling run's output (pseudo-labels; images via source_uri), or "
+    "people's corrections exported by Label Studio, CVAT, COCO or mmseg (see --data-format); "
     "local or URI",
     "images": "image folder (use with --masks, e.g. CamVid's train/)",
     "masks": "mask folder, class ids in --classes order; 255 and ids >= #classes are ignored",
     "image_column": "Parquet image column (binary or Hugging Face Image struct)",
     "mask_column": "Parquet mask column",
-    "min_confidence": "--data RUN: pixels whose pseudo-label confidence is below this (0..1) "
-    "are ignored",
+    "min_confidence": "--data RUN or --pseudo-labels RUN: pixels whose pseudo-label confidence "
+    "is below this (0..1) are ignored",
+    "data_format": "what --data holds: auto (detect), labelstudio (JSON export), cvat "
+    "(Segmentation mask 1.1 zip or folder), coco (JSON, RLE or polygons), mmseg (folder), "
+    "pairs (a run, images/ + masks/, Parquet)",
+    "data_classes": "corrections: comma list or file of NAME or NAME=NEW entries mapping the "
+    "tool's class names (same rules as jobs/export.py --classes); then matched to --classes "
+    "by name",
+    "images_from": "corrections: the labelling run or our export the images came from; images "
+    "are found by the image ids it recorded (default: --pseudo-labels, or --data itself)",
+    "pseudo_labels": "with corrections in --data: also train on this run's pseudo-labels; "
+    "people's labels win where both exist",
+    "pseudo_weight": "loss weight (0..1) of pseudo-labelled pixels when mixing",
+    "init_from": "fine-tune: start from this checkpoint's weights (fresh optimiser/schedule)",
     "reduce_zero_label": "id 0 is background: ignore it and shift the other ids down by one",
     "model": "model family: zegclip or zegot",
     "clip_model": "open_clip model name, or the path of an open_clip model config JSON",

@@ -237,7 +237,18 @@ def image_preparer(spec: LabelerSpec) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def describe(spec: LabelerSpec) -> dict[str, Any]:
-    """JSON-ready model description for run metadata; URIs lose any userinfo and query string."""
-    return {
+    """JSON-ready model description for run metadata; URIs lose any userinfo and query string.
+
+    A checkpoint of ours that records its training data (``jobs/train.py``: sources, and how
+    many pixels and images people and the machine labelled) adds it as ``training_data``.
+    """
+    out = {
         k: redact_uri(v) if isinstance(v, str) else v for k, v in dataclasses.asdict(spec).items()
     }
+    if spec.checkpoint and str(spec.checkpoint).endswith(".safetensors"):
+        from zegclip.io.checkpoint import training_data
+
+        data = training_data(local_path(spec.checkpoint))
+        if data is not None:
+            out["training_data"] = data
+    return out

@@ -120,6 +120,21 @@ def parse_class_entries(spec: str | None, read_text=None) -> tuple[str, ...]:
     return tuple(p.strip() for p in parts if p.strip() and not p.strip().startswith("#"))
 
 
+def read_text_if_file(spec: str) -> str | None:
+    """Text of the file ``spec`` names (local or URI), or None when it names no readable file."""
+    from pipeline import storage
+
+    try:
+        return storage.read_bytes(spec).decode() if storage.exists(spec) else None
+    except (OSError, ValueError):
+        return None
+
+
+def class_entries_from_flag(spec: str | None) -> tuple[str, ...]:
+    """``--classes``-style flag value (comma list or file) -> entries."""
+    return parse_class_entries(spec, read_text_if_file)
+
+
 def split_of(image_id: str, val_fraction: float) -> str:
     """``"val"`` for a stable ``val_fraction`` share of ids (SHA-1 based), else ``"train"``."""
     if val_fraction <= 0.0:

@@ -37,7 +37,16 @@ class CheckpointError(ValueError):
     """A checkpoint that is not ours, is malformed, or does not match its config."""
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, *, embed_clip: bool = False) -> Path:
+TRAINING_DATA = "training_data"  # header key: JSON of what the model was trained on
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    embed_clip: bool = False,
+    training_data: dict | None = None,
+) -> Path:
     """Write ``model`` atomically to ``path`` (a ``.safetensors`` file).
 
     Args:
@@ -46,6 +55,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, embed_clip: bool = Fa
         path: destination file.
         embed_clip: also store the frozen CLIP weights (for offline use or converted checkpoints
             whose CLIP cannot be referenced by a tag).
+        training_data: JSON-ready description of the training data (sources, human/machine
+            provenance), stored under the ``training_data`` header key.
     """
     if not embed_clip and not model.config.clip.pretrained:
         raise ValueError(
@@ -60,6 +71,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, embed_clip: bool = Fa
         "zegclip_config": json.dumps(model.config.to_dict()),
         "embeds_clip": json.dumps(embed_clip),
     }
+    if training_data is not None:
+        meta[TRAINING_DATA] = json.dumps(training_data, sort_keys=True)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -110,6 +123,15 @@ def read_header(path: str | Path) -> dict[str, str]:
             "'.pth' files load directly or convert with `zegclip convert-official`."
         )
     return meta
+
+
+def training_data(path: str | Path) -> dict | None:
+    """The ``training_data`` header of one of our checkpoints, or None (absent, not ours)."""
+    try:
+        meta = read_header(path)
+    except (CheckpointError, OSError, ValueError):
+        return None
+    return json.loads(meta[TRAINING_DATA]) if TRAINING_DATA in meta else None
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:

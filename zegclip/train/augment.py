@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from zegclip.preprocess import normalize
+from zegclip.train.data import MACHINE
 from zegclip.vocab import IGNORE_INDEX
 
 
@@ -72,7 +73,10 @@ def random_crop(
     y0, x0 = _crop_box(label.shape, c, rng)
     if cfg.cat_max_ratio < 1.0:
         for _ in range(10):
-            values, counts = np.unique(label[y0 : y0 + c, x0 : x0 + c], return_counts=True)
+            window = label[y0 : y0 + c, x0 : x0 + c]
+            if window.dtype != np.uint8:  # MACHINE-marked ids: a class, whoever labelled it
+                window = window % MACHINE
+            values, counts = np.unique(window, return_counts=True)
             counts = counts[values != IGNORE_INDEX]
             if len(counts) > 1 and counts.max() / counts.sum() < cfg.cat_max_ratio:
                 break
@@ -128,7 +132,7 @@ def augment(
 
     Args:
         image: (H, W, 3) uint8 RGB.
-        label: (H, W) uint8 class ids, 255 = ignore.
+        label: (H, W) uint8 class ids, 255 = ignore (or uint16 with ``MACHINE`` marks, kept).
         cfg: settings.
         rng: source of every random draw.
 

@@ -32,3 +32,4 @@ class TrainConfig:
     dice_weight: float = 1.0
     seed: int = 0
     precision: str = "bf16"  # autocast dtype on CUDA; CPU always runs float32
+    pseudo_weight: float = 1.0  # loss weight of machine-labelled (MACHINE-marked) pixels

@@ -28,6 +28,9 @@ from zegclip.vocab import IGNORE_INDEX
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Added to a class id where a pair's label is a model's (pseudo-label), not a person's. Only
+# masks of pairs flagged ``provenance`` carry it (uint16 PNG); see :func:`load_pair`.
+MACHINE = 256
 
 
 class PairError(ValueError):
@@ -40,11 +43,13 @@ class SegPair:
 
     Attributes:
         name: file stem, used to match predictions to ground truth.
+        provenance: the mask is uint16 with :data:`MACHINE` added to machine-labelled ids.
     """
 
     name: str
     image: str | bytes
     mask: str | bytes
+    provenance: bool = False
 
 
 def _stem(path: str) -> str:
@@ -160,12 +165,21 @@ def map_labels(
 
 
 def load_pair(
-    pair: SegPair, num_classes: int, *, reduce_zero_label: bool = False
+    pair: SegPair,
+    num_classes: int,
+    *,
+    reduce_zero_label: bool = False,
+    keep_provenance: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read and decode one pair.
 
+    Args:
+        keep_provenance: for a ``provenance`` pair, return (H, W) uint16 labels with
+            :data:`MACHINE` added to machine-labelled pixels (training); otherwise the mark is
+            dropped.
+
     Returns:
-        image (H, W, 3) uint8 RGB and labels (H, W) uint8 (255 = ignore).
+        image (H, W, 3) uint8 RGB and labels (H, W) uint8 (255 = ignore), or uint16 (above).
 
     Raises:
         PairError: unreadable or size mismatch.
@@ -177,7 +191,15 @@ def load_pair(
         raise PairError(f"{type(e).__name__}: {e}") from e
     if image.shape[:2] != mask.shape:
         raise PairError(f"image {image.shape[:2]} and mask {mask.shape} sizes differ")
-    return image, map_labels(mask, num_classes, reduce_zero_label=reduce_zero_label)
+    machine = None
+    if pair.provenance:
+        machine = (mask >= MACHINE) & (mask != 65535)
+        mask = np.where(machine, mask - MACHINE, mask)
+    labels = map_labels(mask, num_classes, reduce_zero_label=reduce_zero_label)
+    if machine is not None and keep_provenance:
+        labels = labels.astype(np.uint16)
+        labels[machine & (labels != IGNORE_INDEX)] += MACHINE
+    return image, labels
 
 
 class PairSource:
@@ -187,14 +209,23 @@ class PairSource:
         pairs: the pairs.
         num_classes: C of the classes file.
         reduce_zero_label: see :func:`map_labels`.
+        keep_provenance: see :func:`load_pair` (training with ``--pseudo-weight``).
     """
 
-    def __init__(self, pairs: list[SegPair], num_classes: int, *, reduce_zero_label: bool = False):
+    def __init__(
+        self,
+        pairs: list[SegPair],
+        num_classes: int,
+        *,
+        reduce_zero_label: bool = False,
+        keep_provenance: bool = False,
+    ):
         if not pairs:
             raise ValueError("no image/mask pairs")
         self.pairs = pairs
         self.num_classes = num_classes
         self.reduce_zero_label = reduce_zero_label
+        self.keep_provenance = keep_provenance
         self.bad: set[int] = set()
 
     def __len__(self) -> int:
@@ -206,7 +237,12 @@ class PairSource:
             return None
         pair = self.pairs[index]
         try:
-            return load_pair(pair, self.num_classes, reduce_zero_label=self.reduce_zero_label)
+            return load_pair(
+                pair,
+                self.num_classes,
+                reduce_zero_label=self.reduce_zero_label,
+                keep_provenance=self.keep_provenance,
+            )
         except PairError as e:
             self.bad.add(index)
             logger.warning("skipping pair %s (%d bad so far): %s", pair.name, len(self.bad), e)

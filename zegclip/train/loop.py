@@ -36,7 +36,7 @@ from torch import nn
 from zegclip.devices import autocast
 from zegclip.train.augment import AugmentConfig, augment
 from zegclip.train.config import TrainConfig
-from zegclip.train.data import PairSource
+from zegclip.train.data import MACHINE, PairSource
 from zegclip.train.losses import seg_loss
 from zegclip.vocab import IGNORE_INDEX
 
@@ -210,6 +210,29 @@ def pseudo_labels(logits: torch.Tensor, labels: torch.Tensor, seen: torch.Tensor
 # ----------------------------------------------------------------------------- step
 
 
+def split_provenance(
+    labels: torch.Tensor, pseudo_weight: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Class ids without the :data:`MACHINE` mark, and the per-pixel loss weight.
+
+    Args:
+        labels: (B, H, W) int64 ids, 255, or id + MACHINE on machine-labelled pixels.
+        pseudo_weight: weight of machine-labelled pixels (people's pixels weigh 1).
+
+    Returns:
+        (B, H, W) int64 ids in [0, C) or 255, and (B, H, W) float32 weights, or None when every
+        pixel weighs 1 (the official loss, unchanged).
+    """
+    machine = labels >= MACHINE
+    if not bool(machine.any()):
+        return labels, None
+    labels = torch.where(machine, labels - MACHINE, labels)
+    if pseudo_weight == 1.0:
+        return labels, None
+    one = torch.ones((), dtype=torch.float32, device=labels.device)
+    return labels, torch.where(machine, one * pseudo_weight, one)
+
+
 @dataclass
 class StepBatch:
     """One step's inputs: images (B, 3, H, W), labels (B, H, W), seen (C,) bool."""
@@ -237,20 +260,25 @@ def train_step(
     """
     transductive, _, _ = phase_of(step, cfg)
     lr = set_lr(optimizer, step, cfg)
+    labels, weight = split_provenance(batch.labels, cfg.pseudo_weight)
     device = batch.images.device
     all_ids = torch.arange(len(batch.seen), device=batch.seen.device)
     queries = all_ids if transductive else all_ids[batch.seen]
     with autocast(device, cfg.precision):
         logits = forward(batch.images, queries)
     logits = F.interpolate(
-        logits.float(), size=batch.labels.shape[-2:], mode="bilinear", align_corners=False
+        logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False
     )
     if transductive:
-        targets = pseudo_labels(logits, batch.labels, batch.seen)
+        targets = pseudo_labels(logits, labels, batch.seen)
     else:
-        targets = inductive_targets(batch.labels, batch.seen)
+        targets = inductive_targets(labels, batch.seen)
     loss, parts = seg_loss(
-        logits, targets, focal_weight=cfg.focal_weight, dice_weight=cfg.dice_weight
+        logits,
+        targets,
+        focal_weight=cfg.focal_weight,
+        dice_weight=cfg.dice_weight,
+        pixel_weight=weight,
     )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

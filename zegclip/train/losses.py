@@ -70,29 +70,41 @@ def sigmoid_focal_loss(
     *,
     alpha: float = 0.25,
     gamma: float = 2.0,
+    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """RetinaNet focal loss, mean over pixels, sum over (image, class), divided by ``num_masks``.
 
     Args:
         logits: (B, C, H, W) pre-sigmoid.
         targets: (B, C, H, W) in {0, 1}.
+        pixel_weight: optional (B, H, W) float multiplier of each pixel's term (None = 1).
     """
     # torchvision's op is the official criterion's formula, term for term (same float order).
     loss = torchvision_focal(logits.float().flatten(2), targets.flatten(2), alpha, gamma)
+    if pixel_weight is not None:
+        loss = loss * pixel_weight.flatten(1).unsqueeze(1)
     return loss.mean(-1).sum() / num_masks
 
 
 def dice_loss(
-    logits: torch.Tensor, targets: torch.Tensor, num_masks: torch.Tensor | float
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    num_masks: torch.Tensor | float,
+    *,
+    pixel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``1 - (2 p.t + 1) / (sum p + sum t + 1)`` over (image, class) pairs present in ``targets``.
 
     Args:
         logits: (B, C, H, W) pre-sigmoid.
         targets: (B, C, H, W) in {0, 1}.
+        pixel_weight: optional (B, H, W) float; each pixel's ``p`` and ``t`` are scaled by it.
     """
     prob = logits.float().flatten(2).sigmoid()
     targets = targets.flatten(2)
+    if pixel_weight is not None:
+        weight = pixel_weight.flatten(1).unsqueeze(1)
+        prob, targets = prob * weight, targets * weight
     present = targets.sum(-1) > 0  # (B, C)
     prob, targets = prob[present], targets[present]  # (K, H*W)
     numerator = 2 * (prob * targets).sum(-1)
@@ -107,6 +119,7 @@ def seg_loss(
     focal_weight: float = FOCAL_WEIGHT,
     dice_weight: float = DICE_WEIGHT,
     ignore_index: int = IGNORE_INDEX,
+    pixel_weight: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """ZegCLIP's weighted focal + dice loss.
 
@@ -114,6 +127,8 @@ def seg_loss(
         logits: (B, C, h, w) pre-sigmoid mask logits at any resolution; upsampled bilinearly
             (align_corners=False) to the label size.
         labels: (B, H, W) int64 in [0, C) or ``ignore_index``.
+        pixel_weight: optional (B, H, W) float per-pixel weight (``--pseudo-weight`` on
+            machine-labelled pixels); None is the official loss exactly.
 
     Returns:
         the scalar loss (float32) and its parts as floats (``focal``, ``dice``, ``num_masks``).
@@ -124,8 +139,8 @@ def seg_loss(
         )
     targets = one_hot_targets(labels, logits.shape[1], ignore_index)
     num_masks = count_masks(targets)
-    focal = sigmoid_focal_loss(logits, targets, num_masks)
-    dice = dice_loss(logits, targets, num_masks)
+    focal = sigmoid_focal_loss(logits, targets, num_masks, pixel_weight=pixel_weight)
+    dice = dice_loss(logits, targets, num_masks, pixel_weight=pixel_weight)
     total = focal_weight * focal + dice_weight * dice
     parts = {
         "focal": float(focal.detach()),

@@ -23,11 +23,10 @@ import re
 import tarfile
 from collections.abc import Sequence
 
-import cv2
 import fsspec
 import numpy as np
 
-from zegclip.train.data import IMAGE_SUFFIXES, SegPair, decode_mask
+from zegclip.train.data import IMAGE_SUFFIXES, SegPair, decode_mask, encode_png
 from zegclip.vocab import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -44,29 +43,13 @@ def is_run(uri: str | None) -> bool:
     return fs.isfile(f"{path.rstrip('/')}/run.json")
 
 
-def _class_lut(vocabulary: Sequence[str], names: Sequence[str]) -> np.ndarray:
+def class_lut(vocabulary: Sequence[str], names: Sequence[str]) -> np.ndarray:
     """(65536,) uint8: run class id -> our class id, else 255."""
     ours = {n.casefold(): i for i, n in enumerate(names)}
     lut = np.full(65536, IGNORE_INDEX, dtype=np.uint8)
     for run_id, name in enumerate(vocabulary):
         lut[run_id] = ours.get(name.casefold(), IGNORE_INDEX)
     return lut
-
-
-def _encode_png(labels: np.ndarray) -> bytes:
-    ok, buf = cv2.imencode(".png", labels)
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
-
-
-def pseudo_mask(row: dict, lut: np.ndarray, min_confidence: float) -> bytes:
-    """A row's mask as PNG bytes of (H, W) uint8 ids in our class order, 255 = ignore."""
-    labels = lut[decode_mask(row["mask"]["bytes"])]
-    if min_confidence > 0.0 and row.get("confidence"):
-        confidence = decode_mask(row["confidence"]["bytes"]).astype(np.float32) / 255.0
-        labels[confidence < min_confidence] = IGNORE_INDEX
-    return _encode_png(labels)
 
 
 class _Containers:
@@ -126,6 +109,52 @@ def _image_ref(row: dict, containers: _Containers) -> str | bytes | None:
     return None
 
 
+def read_run(uri: str) -> tuple[dict, list[tuple[dict, str | bytes | None]]]:
+    """``run.json`` and every row of a finished labelling run with its image reference.
+
+    Returns:
+        the run description and ``(row, image)`` per row, in marker order; ``image`` is a URI
+        (loose file), bytes (tar member, Parquet row) or None (error row, image not found).
+
+    Raises:
+        FileNotFoundError: no finished shard.
+    """
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(uri)
+    root = root.rstrip("/")
+    with fs.open(f"{root}/run.json", "r") as f:
+        run = json.load(f)
+    markers = sorted(fs.glob(f"{root}/_markers/*.json"))
+    if not markers:
+        raise FileNotFoundError(f"{uri}: the labelling run has no finished shard")
+    containers = _Containers(run.get("config", {}).get("image_column"))
+    out = []
+    for marker in markers:
+        shard = marker.rsplit("/", 1)[1][: -len(".json")]
+        with fs.open(f"{root}/labels/{shard}.parquet", "rb") as f:
+            rows = pq.read_table(f).to_pylist()
+        for row in rows:
+            image = _image_ref(row, containers) if row["status"] == "ok" else None
+            out.append((row, image))
+    return run, out
+
+
+def pseudo_labels(row: dict, lut: np.ndarray, min_confidence: float) -> np.ndarray:
+    """A row's (H, W) uint8 labels in our class order, 255 where unlabelled or unsure."""
+    labels = lut[decode_mask(row["mask"]["bytes"])]
+    if min_confidence > 0.0 and row.get("confidence"):
+        confidence = decode_mask(row["confidence"]["bytes"]).astype(np.float32) / 255.0
+        labels[confidence < min_confidence] = IGNORE_INDEX
+    return labels
+
+
+def check_fraction(value: float, flag: str) -> None:
+    """Raise ``ValueError`` naming ``flag`` unless ``value`` is within [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{flag} must be within [0, 1], got {value}")
+
+
 def run_pairs(uri: str, names: Sequence[str], *, min_confidence: float = 0.0) -> list[SegPair]:
     """Pairs of every ok row of a finished labelling run, sorted by image id.
 
@@ -137,30 +166,15 @@ def run_pairs(uri: str, names: Sequence[str], *, min_confidence: float = 0.0) ->
     Raises:
         FileNotFoundError: no finished shard. ValueError: ``min_confidence`` outside [0, 1].
     """
-    import pyarrow.parquet as pq
-
-    if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"--min-confidence must be within [0, 1], got {min_confidence}")
-    fs, root = fsspec.core.url_to_fs(uri)
-    root = root.rstrip("/")
-    with fs.open(f"{root}/run.json", "r") as f:
-        run = json.load(f)
-    lut = _class_lut(run["vocabulary"], names)
-    markers = sorted(fs.glob(f"{root}/_markers/*.json"))
-    if not markers:
-        raise FileNotFoundError(f"{uri}: the labelling run has no finished shard")
-    containers = _Containers(run.get("config", {}).get("image_column"))
+    check_fraction(min_confidence, "--min-confidence")
+    run, rows = read_run(uri)
+    lut = class_lut(run["vocabulary"], names)
     pairs, skipped = [], 0
-    for marker in markers:
-        shard = marker.rsplit("/", 1)[1][: -len(".json")]
-        with fs.open(f"{root}/labels/{shard}.parquet", "rb") as f:
-            rows = pq.read_table(f).to_pylist()
-        for row in rows:
-            image = _image_ref(row, containers) if row["status"] == "ok" else None
-            if image is None:
-                skipped += 1
-                continue
-            mask = pseudo_mask(row, lut, min_confidence)
-            pairs.append(SegPair(row["image_id"], image, mask))
+    for row, image in rows:
+        if image is None:
+            skipped += 1
+            continue
+        mask = encode_png(pseudo_labels(row, lut, min_confidence))
+        pairs.append(SegPair(row["image_id"], image, mask))
     logger.info("%s: %d pseudo-labelled pairs, %d rows skipped", uri, len(pairs), skipped)
     return sorted(pairs, key=lambda p: p.name)

@@ -41,11 +41,19 @@ def _put(local: Path, uri: str) -> None:
     fs.put_file(str(local), path)
 
 
-def save_model(model: nn.Module, uri: str, *, embed_clip: bool, transductive: bool) -> None:
+def save_model(
+    model: nn.Module,
+    uri: str,
+    *,
+    embed_clip: bool,
+    transductive: bool,
+    training_data: dict | None = None,
+) -> None:
     """Write ``model`` in the project format to a local path or URI.
 
     Self-trained (transductive) models are stored with ``seen_shift`` 0: the official code only
-    shifts seen-class scores for inductive checkpoints.
+    shifts seen-class scores for inductive checkpoints. ``training_data`` goes in the header
+    (see ``zegclip.io.checkpoint.save_checkpoint``).
     """
     config = model.config
     if transductive:  # both trainable families (ZegCLIP, ZegOT) have seen_shift
@@ -53,14 +61,20 @@ def save_model(model: nn.Module, uri: str, *, embed_clip: bool, transductive: bo
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "model.safetensors"
-            save_checkpoint(model, local, embed_clip=embed_clip)
+            save_checkpoint(model, local, embed_clip=embed_clip, training_data=training_data)
             _put(local, uri)
     finally:
         model.config = config
 
 
 def save_training_checkpoint(
-    output: str, model: nn.Module, state: dict, *, embed_clip: bool, transductive: bool
+    output: str,
+    model: nn.Module,
+    state: dict,
+    *,
+    embed_clip: bool,
+    transductive: bool,
+    training_data: dict | None = None,
 ) -> str:
     """Write model + training state for ``state["step"]`` and point ``latest.json`` at them.
 
@@ -70,7 +84,13 @@ def save_training_checkpoint(
     step = int(state["step"])
     stem = _join(output, "checkpoints", f"iter_{step:08d}")
     model_uri, state_uri = f"{stem}.safetensors", f"{stem}.state.pt"
-    save_model(model, model_uri, embed_clip=embed_clip, transductive=transductive)
+    save_model(
+        model,
+        model_uri,
+        embed_clip=embed_clip,
+        transductive=transductive,
+        training_data=training_data,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "state.pt"
         torch.save(state, local)

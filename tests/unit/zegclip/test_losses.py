@@ -75,3 +75,41 @@ def test_focal_is_the_official_formula_exactly():
     loss = (0.25 * targets + 0.75 * (1 - targets)) * loss
     expected = loss.flatten(2).mean(-1).sum() / 3.0
     assert torch.equal(sigmoid_focal_loss(logits, targets, 3.0), expected)
+
+
+def test_pixel_weight_none_or_ones_is_the_official_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8)
+    labels = torch.randint(0, 3, (2, 8, 8))
+    labels[0, :2] = 255
+    plain, _ = seg_loss(logits, labels)
+    ones, _ = seg_loss(logits, labels, pixel_weight=torch.ones(2, 8, 8))
+    assert torch.allclose(plain, ones)
+
+
+def test_zero_pixel_weight_removes_those_pixels():
+    """Pixels of weight 0 change nothing: predictions there may be anything."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 8, 8)
+    labels = torch.randint(0, 3, (1, 8, 8))
+    weight = torch.ones(1, 8, 8)
+    weight[:, 4:] = 0.0
+    other = logits.clone()
+    other[..., 4:, :] = torch.randn(1, 3, 4, 8) * 5
+    a, _ = seg_loss(logits, labels, pixel_weight=weight)
+    b, _ = seg_loss(other, labels, pixel_weight=weight)
+    c, _ = seg_loss(other, labels)
+    assert torch.allclose(a, b) and not torch.allclose(b, c)
+
+
+def test_split_provenance_strips_marks_and_weighs_machine_pixels():
+    from zegclip.train.data import MACHINE
+    from zegclip.train.loop import split_provenance
+
+    labels = torch.tensor([[[0, 1 + MACHINE], [255, 2 + MACHINE]]])
+    ids, weight = split_provenance(labels, 0.25)
+    assert ids.tolist() == [[[0, 1], [255, 2]]]
+    assert weight.tolist() == [[[1.0, 0.25], [1.0, 0.25]]]
+    ids, weight = split_provenance(labels, 1.0)
+    assert weight is None and ids.tolist() == [[[0, 1], [255, 2]]]
+    assert split_provenance(torch.tensor([[[0, 255]]]), 0.5)[1] is None
