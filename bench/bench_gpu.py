@@ -146,11 +146,10 @@ def best_of(fns: dict, repeats: int) -> dict[str, LevelResult]:
 
 
 def bench_setup(name: str, args, photos: list[np.ndarray], workdir: Path, compile: bool):
-    """Ceiling, predictor and actor levels (and counts) of one set-up, in this process."""
+    """Ceiling, predictor and actor levels (and counts) of one set-up, in this process; its
+    predictor is freed (GPU memory too, see :func:`free_memory`) once this returns."""
     spec, names = build_setup(name, args.clip_model, workdir)
-    spec = dataclasses.replace(
-        spec, device=args.device, precision=args.precision, compile=compile
-    )
+    spec = dataclasses.replace(spec, device=args.device, precision=args.precision, compile=compile)
     vocab = zegclip.Vocabulary.from_names(names)
     start = time.monotonic()
     emb = zegclip.encode_vocabulary_for(spec, vocab, use_cache=False)
@@ -176,11 +175,14 @@ def bench_setup(name: str, args, photos: list[np.ndarray], workdir: Path, compil
             predictor, cycled, [sizes[i % len(sizes)] for i in range(n)], args.count_batches,
             args.count_max_crops,
         )  # fmt: skip
-    del predictor, emb
+    return run
+
+
+def free_memory() -> None:
+    """Release a finished set-up's predictor and its cached GPU memory."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return run
 
 
 def job_images(args, run: SetupRun) -> int:
@@ -188,8 +190,8 @@ def job_images(args, run: SetupRun) -> int:
     if args.job_images is not None:
         return args.job_images
     rate = run.levels["actor"].images_per_s
-    batches = max(4, min(int(rate * args.job_seconds / args.batch_size) + 1, 8192 // args.batch_size))
-    return batches * args.batch_size
+    batches = int(rate * args.job_seconds / args.batch_size) + 1
+    return max(4, min(batches, 8192 // args.batch_size)) * args.batch_size
 
 
 def run_jobs(args, runs: dict[str, SetupRun], photo_bytes, workdir: Path, deadline: float):
@@ -245,8 +247,9 @@ def print_tables(args, runs, jobs, ray_s, source: str) -> None:
           " |\n|---|---|---|---|---|")  # fmt: skip
     for name, run in runs.items():
         job = jobs.get(name)
+        first, vocab = (job.to_first_row_s, job.vocabulary_s) if job else (None, None)
         print(f"| {name} | {run.build_s:.1f} | {_fmt(ray_s if job else None)} | "
-              f"{_fmt(job and job.to_first_row_s)} | {_fmt(job and job.vocabulary_s)} |")  # fmt: skip
+              f"{_fmt(first)} | {_fmt(vocab)} |")  # fmt: skip
     print_counts(args, runs)
 
 
@@ -276,10 +279,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cuda = torch.cuda.is_available()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if cuda else "cpu", choices=["cpu", "cuda"])
-    p.add_argument("--all", action="store_true",
-                   help="every family, the job, dispatch counts; on CUDA also ZegCLIP VOC compiled")
-    p.add_argument("--setups", nargs="+", choices=SETUPS, help="default: zegclip-voc (--all: "
-                   + ", ".join(FAMILIES) + ")")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="every family, the job, dispatch counts; on CUDA also ZegCLIP VOC compiled",
+    )
+    p.add_argument(
+        "--setups",
+        nargs="+",
+        choices=SETUPS,
+        help="default: zegclip-voc (--all: " + ", ".join(FAMILIES) + ")",
+    )
     p.add_argument("--clip-model", help="default: ViT-B-16 on cuda, the tiny test CLIP on cpu")
     p.add_argument("--photos", type=Path, help="folder of photos (default: CamVid, else skimage)")
     p.add_argument("--images", type=int, help="photos per level (default 128 cuda, 8 cpu)")
@@ -288,8 +298,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the crop forward")
     p.add_argument("--seconds", type=float, help="timed seconds per level (default 5 cuda, 2 cpu)")
     p.add_argument("--repeats", type=int, help="interleaved runs per level, best (1 cuda, 3 cpu)")
-    p.add_argument("--job", action=argparse.BooleanOptionalAction, default=True,
-                   help="run the whole label job on a local Ray")
+    p.add_argument(
+        "--job",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the whole label job on a local Ray",
+    )
     p.add_argument("--job-images", type=int, help="default: --job-seconds of work (cuda), 16 cpu")
     p.add_argument("--job-seconds", type=float, default=15.0)
     p.add_argument("--actors", type=int, default=1, help="actor pool size of the job")
@@ -325,10 +339,14 @@ def main(argv: list[str] | None = None) -> None:
         photo_bytes, source = load_photos(args.photos, args.images, workdir)
         decoded = [decode.decode_image(b, 10**9)[0] for b in photo_bytes]
         photos = [decoded[i % len(decoded)] for i in range(args.images)]
-        runs = {name: bench_setup(name, args, photos, workdir, args.compile) for name in args.setups}
+        runs = {}
+        for name in args.setups:
+            runs[name] = bench_setup(name, args, photos, workdir, args.compile)
+            free_memory()
         compile_too = args.all and args.device == "cuda" and not args.compile
         if compile_too and time.monotonic() + 150 < deadline:  # compiling takes a minute or two
             runs["zegclip-voc +compile"] = bench_setup("zegclip-voc", args, photos, workdir, True)
+            free_memory()
         ray_s, jobs = (None, {})
         if args.job:
             ray_s, jobs = run_jobs(args, runs, photo_bytes, workdir, deadline)

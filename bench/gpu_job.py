@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
+from gpu_meters import BusySampler
+
 import pipeline.run
 import zegclip
-from gpu_meters import BusySampler
 from pipeline.config import LabelJobConfig
 from pipeline.progress import ProgressLog
 

@@ -32,13 +32,15 @@ from gpu_meters import (
     synchronize,
 )
 
+import zegclip.predictor
 from pipeline import decode
 from pipeline.infer import SegmentationActor
-import zegclip.predictor
 from zegclip.devices import autocast
 
 # The predictor's attention setting around its forward (fused MHA path on CUDA only).
-_mha_fastpath = getattr(zegclip.predictor, "_mha_fastpath", lambda enabled: contextlib.nullcontext())
+_mha_fastpath = getattr(
+    zegclip.predictor, "_mha_fastpath", lambda enabled: contextlib.nullcontext()
+)
 
 
 @dataclass
@@ -128,7 +130,10 @@ def actor_level(
     """Images/s of ``SegmentationActor`` (prepared=True, around ``predictor``) on batches the
     decode tasks would hand it; preparing them is not timed."""
     actor = SegmentationActor(lambda _emb: predictor, np.zeros((1, 1)), num_classes, prepared=True)
-    ready = [decode.prepare_batch(decode.decoded_batch(list(c)), prepare) for c in _batches(photos, batch)]
+    ready = [
+        decode.prepare_batch(decode.decoded_batch(list(c)), prepare)
+        for c in _batches(photos, batch)
+    ]
     chunks = itertools.cycle(ready)
     call = lambda: actor(next(chunks))
     result = measure(call, batch, seconds, predictor.device)
