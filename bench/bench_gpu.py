@@ -31,6 +31,7 @@ architecture.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import io
@@ -55,6 +56,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from gpu_levels import LevelResult, actor_level, ceiling, dispatch_counts, predictor_level  # noqa: E402
+from gpu_report import print_level_rows, print_tables  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import zegclip  # noqa: E402
@@ -72,6 +74,7 @@ SETUPS = {
     "zegot": "ZegOT, 20 classes",
 }
 FAMILIES = ("zegclip-voc", "naclip", "zegclip-cocostuff")
+COMPILED = "zegclip-voc +compile"
 
 
 def build_setup(name: str, clip_model: str, workdir: Path) -> tuple[zegclip.LabelerSpec, list]:
@@ -155,7 +158,7 @@ def bench_setup(name: str, args, photos: list[np.ndarray], workdir: Path, compil
     emb = zegclip.encode_vocabulary_for(spec, vocab, use_cache=False)
     predictor = zegclip.build_predictor(spec, vocab, emb)  # compiles and warms up with compile
     build_s = time.monotonic() - start
-    prepare = zegclip.image_preparer(spec)
+    prepare = predictor.scorer.prepare  # = zegclip.image_preparer(spec), without a rebuild
     prepared = [prepare(p) for p in photos]
     sizes = [p.shape[:2] for p in photos]
     batch, seconds = args.batch_size, args.seconds
@@ -194,85 +197,69 @@ def job_images(args, run: SetupRun) -> int:
     return max(4, min(batches, 8192 // args.batch_size)) * args.batch_size
 
 
-def run_jobs(args, runs: dict[str, SetupRun], photo_bytes, workdir: Path, deadline: float):
-    """The whole job of each set-up (Ray started once); skipped past ``--budget-s``."""
-    from gpu_job import run_job, start_ray
+class Budget:
+    """``--budget-s`` from the start: optional steps (jobs, the compiled set-up) that would
+    pass it are skipped, with a line saying so."""
 
-    ray_s = start_ray()
-    jobs = {}
-    for name, run in runs.items():
-        if run.spec.compile and not args.compile:
-            continue  # the extra compiled set-up: in-process levels only
-        count = job_images(args, run)
-        if count <= 0:
-            continue
-        if time.monotonic() + args.job_seconds + 60 > deadline:
-            print(f"{name}: job skipped, it would pass --budget-s {args.budget_s:.0f}")
-            continue
-        jobs[name] = run_job(run.spec, run.vocab, photo_bytes, count, args, workdir / name)
-    return ray_s, jobs
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+
+    def allows(self, what: str, estimate_s: float) -> bool:
+        if time.monotonic() + estimate_s <= self.deadline:
+            return True
+        print(f"{what}: skipped, it would pass --budget-s {self.seconds:.0f}", flush=True)
+        return False
 
 
-def _fmt(value, spec: str = ".1f", none: str = "n/a") -> str:
-    return none if value is None else format(value, spec)
+def run_job_for(name: str, run: SetupRun, args, photo_bytes, workdir: Path, budget: Budget):
+    """The whole job of one set-up on the running local Ray, or None when skipped."""
+    from gpu_job import run_job
+
+    count = job_images(args, run)
+    if count <= 0 or not budget.allows(f"{name} job", args.job_seconds + 60):
+        return None
+    job = run_job(run.spec, run.vocab, photo_bytes, count, args, workdir / name)
+    print_level_rows(name, run, job)
+    return job
 
 
-def print_tables(args, runs, jobs, ray_s, source: str) -> None:
-    """The level table, the start-up table and (with ``--counts``) the dispatch counts."""
-    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()}-core CPU"
-    precision = next(iter(runs.values())).precision
-    print(
-        f"\n{args.images} photos 480x360 ({source}), {Path(args.clip_model).stem}, {where}, "
-        f"precision {precision}, batch {args.batch_size}, torch threads {torch.get_num_threads()}"
-        f"; each level >= {args.seconds:g} s, best of {args.repeats}. Host syncs: "
-        + ("CUDA sync debug warnings" if args.device == "cuda" else "named ops (CPU count)")
-    )
-    print("\n| set-up | level | images/s | / ceiling | peak GPU MiB | GPU busy % | "
-          "host syncs / batch | note |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
-    for name, run in runs.items():
-        top = run.levels["ceiling"].images_per_s
-        for level, r in run.levels.items():
-            print(f"| {name} | {level} | {r.images_per_s:.2f} | {r.images_per_s / top:.2f} | "
-                  f"{_fmt(r.peak_mib, '.0f')} | {_fmt(r.busy_pct, '.0f')} | "
-                  f"{_fmt(r.syncs_per_batch, 'd')} | {r.note} |")  # fmt: skip
-        job = jobs.get(name)
-        if job is not None:
-            steady = job.images_per_s
-            print(f"| {name} | job | {_fmt(steady, '.2f')} | {_fmt(steady and steady / top, '.2f')}"
-                  f" | {_fmt(job.peak_used_mib, '.0f')} (whole GPU) | {_fmt(job.busy_pct, '.0f')} "
-                  f"| n/a | {job.images} images ({job.errors} errors), {job.parts} parts, first to "
-                  f"last row; {job.pipeline_images_per_s:.2f} with start-up |")  # fmt: skip
-    print("\nStart-up, seconds (not in the rates above)\n\n| set-up | vocabulary + predictor "
-          "build (in-process) | Ray start | job: to the first written row | of which vocabulary"
-          " |\n|---|---|---|---|---|")  # fmt: skip
-    for name, run in runs.items():
-        job = jobs.get(name)
-        first, vocab = (job.to_first_row_s, job.vocabulary_s) if job else (None, None)
-        print(f"| {name} | {run.build_s:.1f} | {_fmt(ray_s if job else None)} | "
-              f"{_fmt(first)} | {_fmt(vocab)} |")  # fmt: skip
-    print_counts(args, runs)
-
-
-def print_counts(args, runs) -> None:
-    """ATen ops per image and host round-trips per batch at the ``--count-batches``."""
-    counted = {name: run.counts for name, run in runs.items() if run.counts}
-    if not counted:
+def compiled_setup(args, photos, workdir: Path, budget: Budget, runs: dict) -> None:
+    """With ``--all`` on CUDA (and no ``--compile``): ZegCLIP VOC's levels compiled, so that
+    one run says whether ``--compile`` wins; added to ``runs`` as ``zegclip-voc +compile``."""
+    if not (args.all and args.device == "cuda" and not args.compile):
         return
-    b = args.count_batches
-    cuda = args.device == "cuda"
-    print(f"\nDispatch counts, {args.count_max_crops} crops per forward, after one warm-up call\n")
-    head = [f"ATen ops / image, batch {n}" for n in b] + [f"batch {b[-1]} / batch {b[0]}"]
-    head += [f"host syncs / batch, batch {n}" for n in b]
-    head += [f"CUDA syncs / batch, batch {n}" for n in b] if cuda else []
-    print("| set-up | " + " | ".join(head) + f" | syncs at batch {b[-1]} |")
-    print("|---|" + "---|" * (len(head) + 1))
-    for name, counts in counted.items():
-        cells = [f"{c.ops_per_image:.0f}" for c in counts]
-        cells.append(f"{counts[-1].ops_per_image / counts[0].ops_per_image:.2f}")
-        cells += [str(c.syncs_per_batch) for c in counts]
-        cells += [_fmt(c.cuda_syncs_per_batch, "d") for c in counts] if cuda else []
-        detail = ", ".join(f"{k} {v}" for k, v in sorted(counts[-1].syncs_by_name.items()))
-        print(f"| {name} | " + " | ".join(cells) + f" | {detail} |")
+    if budget.allows(COMPILED, 150):  # compiling the forward takes a minute or two
+        runs[COMPILED] = bench_setup("zegclip-voc", args, photos, workdir, True)
+        free_memory()
+        print_level_rows(COMPILED, runs[COMPILED])
+
+
+@contextlib.contextmanager
+def ray_session(enabled: bool):
+    """Yields the seconds a local Ray took to start (None when ``enabled`` is False); shuts
+    it down (and its agents) at the end. Ray is imported only here."""
+    if not enabled:
+        yield None
+        return
+    from gpu_job import start_ray
+
+    from pipeline.local_ray import shutdown_on_signals
+
+    with shutdown_on_signals():
+        yield start_ray()
+
+
+def describe_run(args, source: str, precision: str) -> str:
+    """One line: photos, model, machine, settings."""
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()}-core CPU"
+    syncs = "CUDA sync debug warnings" if args.device == "cuda" else "named ops (CPU count)"
+    return (
+        f"{args.images} photos 480x360 ({source}), {Path(args.clip_model).stem}, {where}, "
+        f"precision {precision}, compile {args.compile}, batch {args.batch_size}, torch threads "
+        f"{torch.get_num_threads()}; each level >= {args.seconds:g} s, best of {args.repeats}; "
+        f"host syncs: {syncs}"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -312,7 +299,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--counts", action=argparse.BooleanOptionalAction, help="default: with --all")
     p.add_argument("--count-batches", type=int, nargs="+", default=[1, 32])
     p.add_argument("--count-max-crops", type=int, default=64)
-    p.add_argument("--budget-s", type=float, help="skip jobs past this (default 300 cuda)")
+    p.add_argument(
+        "--budget-s", type=float, help="skip jobs and compiling past this (default 240 s cuda)"
+    )
     args = p.parse_args(argv)  # fmt: skip
     gpu = args.device == "cuda"
     if gpu and not cuda:
@@ -325,13 +314,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.repeats = args.repeats or (1 if gpu else 3)
     args.job_images = args.job_images if args.job_images is not None else (None if gpu else 16)
     args.counts = args.all if args.counts is None else args.counts
-    args.budget_s = args.budget_s or (300.0 if gpu else float("inf"))
+    args.budget_s = args.budget_s or (240.0 if gpu else float("inf"))
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    deadline = time.monotonic() + args.budget_s
+    budget = Budget(args.budget_s)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     workdir = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
@@ -339,18 +328,22 @@ def main(argv: list[str] | None = None) -> None:
         photo_bytes, source = load_photos(args.photos, args.images, workdir)
         decoded = [decode.decode_image(b, 10**9)[0] for b in photo_bytes]
         photos = [decoded[i % len(decoded)] for i in range(args.images)]
-        runs = {}
+        runs: dict[str, SetupRun] = {}
         for name in args.setups:
             runs[name] = bench_setup(name, args, photos, workdir, args.compile)
             free_memory()
-        compile_too = args.all and args.device == "cuda" and not args.compile
-        if compile_too and time.monotonic() + 150 < deadline:  # compiling takes a minute or two
-            runs["zegclip-voc +compile"] = bench_setup("zegclip-voc", args, photos, workdir, True)
-            free_memory()
-        ray_s, jobs = (None, {})
-        if args.job:
-            ray_s, jobs = run_jobs(args, runs, photo_bytes, workdir, deadline)
-        print_tables(args, runs, jobs, ray_s, source)
+            print_level_rows(name, runs[name])
+        jobs = {}
+        # The first set-up's job, then the compiled set-up (CUDA, --all), then the other jobs.
+        steps = [*args.setups[:1], COMPILED, *args.setups[1:]]
+        with ray_session(args.job) as ray_s:
+            for step in steps:
+                if step == COMPILED:
+                    compiled_setup(args, photos, workdir, budget, runs)
+                elif args.job:
+                    jobs[step] = run_job_for(step, runs[step], args, photo_bytes, workdir, budget)
+        header = describe_run(args, source, next(iter(runs.values())).precision)
+        print_tables(header, runs, {k: v for k, v in jobs.items() if v}, ray_s, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

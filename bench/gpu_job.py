@@ -1,7 +1,8 @@
 """The whole label job (``pipeline.run.run_label_job``) on a local Ray, for ``bench/bench_gpu.py``.
 
 Throughput is timed from the first to the last written output part (``shard_size`` = the batch
-size, so a part is about one batch): rows after the first part over the time between them.
+size, so a part is about one batch), by the ``written_at`` time the worker stamps on each part's
+marker: rows after the first part over the time between them.
 Start-up is reported apart: Ray's start (:func:`start_ray`, once per bench), and per job the
 time to the first written part, which holds the vocabulary encoding (its own figure), the
 actors' start (model build, compile and warm-up) and the first batch's trip through every stage.
@@ -15,15 +16,15 @@ import functools
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from unittest import mock
 
 from gpu_meters import BusySampler
 
 import pipeline.run
 import zegclip
+from pipeline import write
 from pipeline.config import LabelJobConfig
-from pipeline.progress import ProgressLog
 
 
 @dataclass
@@ -70,18 +71,8 @@ def run_job(spec, vocab, photo_bytes: list[bytes], count: int, args, workdir: Pa
         concurrency=str(args.actors),
         overwrite=True,
     )
-    marks: list[tuple[float, int]] = []  # (time a part reached the driver, its rows)
-
-    class Timeline(ProgressLog):
-        def part_done(self, part: str, num_rows: int, num_errors: int) -> None:
-            marks.append((time.monotonic(), num_rows))
-            super().part_done(part, num_rows, num_errors)
-
-    with (
-        mock.patch.object(pipeline.run, "ProgressLog", Timeline),
-        BusySampler(args.device == "cuda") as sampler,
-    ):
-        start = time.monotonic()
+    with BusySampler(args.device == "cuda") as sampler:
+        start, start_utc = time.monotonic(), datetime.now(UTC)
         summary = pipeline.run.run_label_job(
             cfg,
             functools.partial(zegclip.build_predictor, spec, vocab),
@@ -89,8 +80,9 @@ def run_job(spec, vocab, photo_bytes: list[bytes], count: int, args, workdir: Pa
             zegclip.describe(spec),
             prepare_image=zegclip.image_preparer(spec),
         )
+    marks = part_times(cfg.output, start, start_utc)
     (t_first, first_rows), t_last = marks[0], marks[-1][0]
-    steady = (summary.images - first_rows) / (t_last - t_first) if len(marks) > 1 else None
+    steady = (summary.images - first_rows) / (t_last - t_first) if t_last > t_first else None
     return JobResult(
         images=summary.images,
         errors=summary.errors,
@@ -102,3 +94,13 @@ def run_job(spec, vocab, photo_bytes: list[bytes], count: int, args, workdir: Pa
         busy_pct=sampler.busy_pct(t_first, t_last),
         peak_used_mib=sampler.peak_used_mib(t_first, t_last),
     )
+
+
+def part_times(output: str, start: float, start_utc: datetime) -> list[tuple[float, int]]:
+    """(monotonic time the part was written, its rows) of every part, oldest first, from the
+    markers' ``written_at`` (UTC, same machine) and the job's start in both clocks."""
+    marks = []
+    for marker in write.read_markers(output).values():
+        written = datetime.fromisoformat(marker["written_at"])
+        marks.append((start + (written - start_utc).total_seconds(), int(marker["rows"])))
+    return sorted(marks)
