@@ -48,8 +48,8 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "bench")]
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ["PYTHONPATH"] = os.pathsep.join(  # Ray workers import this checkout too
-    filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])
+os.environ["PYTHONPATH"] = os.pathsep.join(  # Ray workers import this checkout (and bench/)
+    filter(None, [str(REPO_ROOT), str(REPO_ROOT / "bench"), os.environ.get("PYTHONPATH", "")])
 )
 
 import cv2  # noqa: E402

@@ -1,22 +1,29 @@
 """The whole label job (``pipeline.run.run_label_job``) on a local Ray, for ``bench/bench_gpu.py``.
 
-Throughput is timed from the first to the last written output part (``shard_size`` = the batch
-size, so a part is about one batch), by the ``written_at`` time the worker stamps on each part's
-marker: rows after the first part over the time between them.
-Start-up is reported apart: Ray's start (:func:`start_ray`, once per bench), and per job the
-time to the first written part, which holds the vocabulary encoding (its own figure), the
-actors' start (model build, compile and warm-up) and the first batch's trip through every stage.
-GPU busy % and memory are sampled over the steady window for the whole GPU (the actors run in
-other processes).
+The job runs as ``jobs/label.py`` runs it (decode and resize in CPU tasks, the model in an actor
+pool, encode and write in CPU tasks); only the predictor is wrapped (:class:`TimedPredictor`) so
+that each actor appends the wall-clock start and end of every ``predict`` call to a log. Then:
+
+* **throughput**: images over the time from the first model call's start to the last written
+  row (the ``written_at`` stamp of the last part's marker): everything after start-up, the
+  encode and write stages included. Ray Data may hand several parts to the writer at once, so
+  timing between written parts alone would overstate it;
+* **model window**: images over the first call's start to the last call's end (the actors'
+  share of that time);
+* **start-up**, reported apart: Ray's start (:func:`start_ray`, once per bench), and per job the
+  time from ``run_label_job`` to the first model call: planning, the vocabulary encoding (its
+  own figure), the actors' start (model build, compile and warm-up) and the first decode.
+
+GPU busy % and memory are sampled over the throughput window for the whole GPU (the actors run
+in other processes). Clocks: the driver and the actors share the machine's wall clock.
 """
 
 from __future__ import annotations
 
-import functools
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from gpu_meters import BusySampler
@@ -27,15 +34,47 @@ from pipeline import write
 from pipeline.config import LabelJobConfig
 
 
+class TimedPredictor:
+    """A predictor that appends ``start end images`` (wall-clock s) per ``predict`` to a file.
+
+    Args:
+        predictor: the real one (``SegPredictor``).
+        log: a file on this machine (each actor appends its own lines).
+    """
+
+    def __init__(self, predictor, log: str) -> None:
+        self._predictor = predictor
+        self._log = log
+
+    def predict(self, images, sizes=None):
+        start = time.time()
+        out = self._predictor.predict(images, sizes)
+        end = time.time()
+        with open(self._log, "a") as f:
+            f.write(f"{start} {end} {len(images)}\n")
+        return out
+
+
+def timed_factory(spec, vocab, log: str, embeddings) -> TimedPredictor:
+    """``predictor_factory`` of the job: ``zegclip.build_predictor`` wrapped in a timer."""
+    return TimedPredictor(zegclip.build_predictor(spec, vocab, embeddings), log)
+
+
+def encode_vocabulary(spec, vocab):
+    """The job's vocabulary encoder, never from the cache (its time is part of start-up)."""
+    return zegclip.encode_vocabulary_for(spec, vocab, use_cache=False)
+
+
 @dataclass
 class JobResult:
-    """One job's figures (seconds are wall-clock on the driver)."""
+    """One job's figures; None where it could not be timed (no model call logged)."""
 
     images: int
     errors: int
-    images_per_s: float | None  # first to last written part; None with a single part
+    images_per_s: float | None  # first model call to last written row
+    model_images_per_s: float | None  # first model call to last model call's end
     pipeline_images_per_s: float  # the job's own figure: rows over the whole pipeline time
-    to_first_row_s: float
+    startup_s: float | None  # run_label_job start to the first model call
     vocabulary_s: float
     parts: int
     busy_pct: float | None
@@ -57,10 +96,8 @@ def write_inputs(photo_bytes: list[bytes], count: int, folder: Path) -> None:
         (folder / f"{i:06d}.jpg").write_bytes(photo_bytes[i % len(photo_bytes)])
 
 
-def run_job(spec, vocab, photo_bytes: list[bytes], count: int, args, workdir: Path) -> JobResult:
-    """Label ``count`` photos with ``spec`` through the real job; see the module docstring."""
-    write_inputs(photo_bytes, count, workdir / "in")
-    cfg = LabelJobConfig(
+def _config(args, vocab, workdir: Path) -> LabelJobConfig:
+    return LabelJobConfig(
         input=str(workdir / "in"),
         output=str(workdir / "out"),
         vocab="bench",
@@ -71,36 +108,58 @@ def run_job(spec, vocab, photo_bytes: list[bytes], count: int, args, workdir: Pa
         concurrency=str(args.actors),
         overwrite=True,
     )
+
+
+def run_job(spec, vocab, photo_bytes: list[bytes], count: int, args, workdir: Path) -> JobResult:
+    """Label ``count`` photos with ``spec`` through the real job; see the module docstring."""
+    import functools
+
+    write_inputs(photo_bytes, count, workdir / "in")
+    cfg = _config(args, vocab, workdir)
+    log = workdir / "predict-calls.txt"
+    log.unlink(missing_ok=True)
     with BusySampler(args.device == "cuda") as sampler:
-        start, start_utc = time.monotonic(), datetime.now(UTC)
+        start, wall = time.monotonic(), time.time()
         summary = pipeline.run.run_label_job(
             cfg,
-            functools.partial(zegclip.build_predictor, spec, vocab),
-            functools.partial(zegclip.encode_vocabulary_for, spec, vocab, use_cache=False),
+            functools.partial(timed_factory, spec, vocab, str(log)),
+            functools.partial(encode_vocabulary, spec, vocab),
             zegclip.describe(spec),
             prepare_image=zegclip.image_preparer(spec),
         )
-    marks = part_times(cfg.output, start, start_utc)
-    (t_first, first_rows), t_last = marks[0], marks[-1][0]
-    steady = (summary.images - first_rows) / (t_last - t_first) if t_last > t_first else None
+    calls = read_calls(log)
+    written = [t for t, _ in part_times(cfg.output)]
+    first = min((c[0] for c in calls), default=None)
+    last_model = max((c[1] for c in calls), default=None)
+    rate = lambda t0, t1: summary.images / (t1 - t0) if t0 is not None and t1 > t0 else None
+    mono = lambda t: start + (t - wall) if t is not None else None  # wall -> sampler clock
     return JobResult(
         images=summary.images,
         errors=summary.errors,
-        images_per_s=steady,
+        images_per_s=rate(first, max(written)),
+        model_images_per_s=rate(first, last_model),
         pipeline_images_per_s=summary.images_per_s,
-        to_first_row_s=t_first - start,
+        startup_s=None if first is None else first - wall,
         vocabulary_s=summary.vocabulary_s,
-        parts=len(marks),
-        busy_pct=sampler.busy_pct(t_first, t_last),
-        peak_used_mib=sampler.peak_used_mib(t_first, t_last),
+        parts=len(written),
+        busy_pct=sampler.busy_pct(mono(first), mono(max(written))),
+        peak_used_mib=sampler.peak_used_mib(mono(first), mono(max(written))),
     )
 
 
-def part_times(output: str, start: float, start_utc: datetime) -> list[tuple[float, int]]:
-    """(monotonic time the part was written, its rows) of every part, oldest first, from the
-    markers' ``written_at`` (UTC, same machine) and the job's start in both clocks."""
+def read_calls(log: Path) -> list[tuple[float, float, int]]:
+    """(start, end, images) of every logged ``predict`` call, oldest first."""
+    if not log.exists():
+        return []
+    rows = [line.split() for line in log.read_text().splitlines() if line.strip()]
+    return sorted((float(a), float(b), int(n)) for a, b, n in rows)
+
+
+def part_times(output: str) -> list[tuple[float, int]]:
+    """(wall-clock s the part was written, its rows) of every part, from the markers'
+    ``written_at`` (UTC ISO time), oldest first."""
     marks = []
     for marker in write.read_markers(output).values():
-        written = datetime.fromisoformat(marker["written_at"])
-        marks.append((start + (written - start_utc).total_seconds(), int(marker["rows"])))
+        written = datetime.fromisoformat(marker["written_at"]).timestamp()
+        marks.append((written, int(marker["rows"])))
     return sorted(marks)

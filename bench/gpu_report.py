@@ -31,8 +31,9 @@ def level_rows(name: str, run, job=None) -> list[str]:
         rows.append(
             f"| {name} | job | {fmt(rate, '.2f')} | {fmt(rate and rate / top, '.2f')} | "
             f"{fmt(job.peak_used_mib, '.0f')} (whole GPU) | {fmt(job.busy_pct, '.0f')} | n/a | "
-            f"{job.images} images ({job.errors} errors), {job.parts} parts, first to last "
-            f"written row; {job.pipeline_images_per_s:.2f} with start-up |"
+            f"{job.images} images ({job.errors} errors), {job.parts} parts; first model call to "
+            f"last written row; model calls alone {fmt(job.model_images_per_s, '.2f')}, with "
+            f"start-up {job.pipeline_images_per_s:.2f} |"
         )
     return rows
 
@@ -49,12 +50,12 @@ def print_tables(header: str, runs: dict, jobs: dict, ray_s: float | None, args)
         print("\n".join(level_rows(name, run, jobs.get(name))))
     print(
         "\nStart-up, seconds (not in the rates above)\n\n| set-up | vocabulary + predictor build "
-        "(in-process) | Ray start | job: to the first written row | of which vocabulary |\n"
+        "(in-process) | Ray start | job: to the first model call | of which vocabulary |\n"
         "|---|---|---|---|---|"
     )
     for name, run in runs.items():
         job = jobs.get(name)
-        first, vocab = (job.to_first_row_s, job.vocabulary_s) if job else (None, None)
+        first, vocab = (job.startup_s, job.vocabulary_s) if job else (None, None)
         ray = ray_s if job else None
         print(f"| {name} | {run.build_s:.1f} | {fmt(ray)} | {fmt(first)} | {fmt(vocab)} |")
     print_counts(runs, args.count_batches, args.count_max_crops, args.device == "cuda")
