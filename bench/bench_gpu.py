@@ -283,7 +283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help="default 64 cuda, 4 cpu")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true", help="torch.compile the crop forward")
-    p.add_argument("--seconds", type=float, help="timed seconds per level (default 5 cuda, 2 cpu)")
+    p.add_argument("--seconds", type=float, help="timed seconds per level (default 3 cuda, 2 cpu)")
     p.add_argument("--repeats", type=int, help="interleaved runs per level, best (1 cuda, 3 cpu)")
     p.add_argument(
         "--job",
@@ -292,7 +292,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the whole label job on a local Ray",
     )
     p.add_argument("--job-images", type=int, help="default: --job-seconds of work (cuda), 16 cpu")
-    p.add_argument("--job-seconds", type=float, default=15.0)
+    p.add_argument(
+        "--job-seconds", type=float, default=10.0, help="cuda: job size, see --job-images"
+    )
     p.add_argument("--actors", type=int, default=1, help="actor pool size of the job")
     p.add_argument("--gpus-per-actor", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (a Ray actor gets 1)")
@@ -300,7 +302,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--count-batches", type=int, nargs="+", default=[1, 32])
     p.add_argument("--count-max-crops", type=int, default=64)
     p.add_argument(
-        "--budget-s", type=float, help="skip jobs and compiling past this (default 240 s cuda)"
+        "--budget-s",
+        type=float,
+        help="skip set-ups, jobs, compiling past this (default 330 s cuda)",
     )
     args = p.parse_args(argv)  # fmt: skip
     gpu = args.device == "cuda"
@@ -310,11 +314,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.clip_model = args.clip_model or ("ViT-B-16" if gpu else TINY_CLIP)
     args.batch_size = args.batch_size or (64 if gpu else 4)
     args.images = max(args.images or (128 if gpu else 8), args.batch_size)
-    args.seconds = args.seconds or (5.0 if gpu else 2.0)
+    args.seconds = args.seconds or (3.0 if gpu else 2.0)
     args.repeats = args.repeats or (1 if gpu else 3)
     args.job_images = args.job_images if args.job_images is not None else (None if gpu else 16)
     args.counts = args.all if args.counts is None else args.counts
-    args.budget_s = args.budget_s or (240.0 if gpu else float("inf"))
+    args.budget_s = args.budget_s or (330.0 if gpu else float("inf"))
     return args
 
 
@@ -329,7 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         decoded = [decode.decode_image(b, 10**9)[0] for b in photo_bytes]
         photos = [decoded[i % len(decoded)] for i in range(args.images)]
         runs: dict[str, SetupRun] = {}
-        for name in args.setups:
+        for i, name in enumerate(args.setups):
+            if i and not budget.allows(name, 40):
+                continue
             runs[name] = bench_setup(name, args, photos, workdir, args.compile)
             free_memory()
             print_level_rows(name, runs[name])
@@ -338,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         steps = [*args.setups[:1], COMPILED, *args.setups[1:]]
         with ray_session(args.job) as ray_s:
             for step in steps:
+                if step not in runs and step != COMPILED:
+                    continue
                 if step == COMPILED:
                     compiled_setup(args, photos, workdir, budget, runs)
                 elif args.job:
