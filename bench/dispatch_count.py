@@ -27,7 +27,9 @@ Not seen: explicit ``torch.cuda.synchronize()`` and event or stream waits (no di
 ``torch.cuda.set_sync_debug_mode("warn")`` reports the real ones, see ``bench/gpu_meters.py``).
 
 ``OpCounter`` is the context manager behind it; its ``ops`` and ``syncs`` (``Counter`` by op
-name) say what was counted::
+name) say what was counted. Tests import it as ``bench.dispatch_count``::
+
+    from bench.dispatch_count import count_ops
 
     total, syncs = count_ops(lambda: predictor.predict(images, sizes))
 """
