@@ -31,6 +31,7 @@ from gpu_meters import (
     reset_peak,
     synchronize,
 )
+from torch.utils.flop_counter import FlopCounterMode
 
 import zegclip.predictor
 from pipeline import decode
@@ -94,9 +95,26 @@ def _forward(predictor, crops: torch.Tensor) -> torch.Tensor:
         return predictor._crop_scores(crops)
 
 
+def crop_gflop(predictor, crops: torch.Tensor) -> float | None:
+    """GFLOP per crop of the forward (``FlopCounterMode``: matmuls, convolutions, attention);
+    None for a compiled forward (the counter would see the compiled graph's calls only)."""
+    if getattr(predictor, "compiled", False):
+        return None
+    params = [p for p in predictor.scorer.parameters() if p.requires_grad]
+    for p in params:  # the counter's module tracker would hook gradients of such inputs
+        p.requires_grad_(False)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            _forward(predictor, crops)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return counter.get_total_flops() / len(crops) / 1e9
+
+
 def ceiling(predictor, prepared: np.ndarray, seconds: float) -> LevelResult:
     """Images/s of the bare crop forward: ``max_crops`` full crops per call, over the windows
-    one prepared photo needs."""
+    one prepared photo needs; the note gives crops/s and TFLOP/s (the issue's "% of bf16 peak")."""
     h, w = prepared.shape[:2]
     windows = predictor.scorer.windows(h, w)
     y1, y2, x1, x2 = windows[0]
@@ -104,7 +122,13 @@ def ceiling(predictor, prepared: np.ndarray, seconds: float) -> LevelResult:
     call = lambda: _forward(predictor, crops)
     result = measure(call, predictor.max_crops / len(windows), seconds, predictor.device)
     result.syncs_per_batch = syncs_per_call(call, predictor.device)
-    result.note = f"{predictor.max_crops} crops/forward, {len(windows)} windows/photo"
+    crops_per_s = result.images_per_s * len(windows)
+    gflop = crop_gflop(predictor, crops)
+    tflops = f", {gflop:.1f} GFLOP/crop, {gflop * crops_per_s / 1e3:.2f} TFLOP/s" if gflop else ""
+    result.note = (
+        f"{predictor.max_crops} crops/forward, {len(windows)} windows/photo, "
+        f"{crops_per_s:.1f} crops/s{tflops}"
+    )
     return result
 
 
