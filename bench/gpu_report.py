@@ -28,9 +28,10 @@ def level_rows(name: str, run, job=None) -> list[str]:
     ]
     if job is not None:
         rate = job.images_per_s
+        gpu_wide = "" if job.peak_used_mib is None else " (whole GPU)"
         rows.append(
             f"| {name} | job | {fmt(rate, '.2f')} | {fmt(rate and rate / top, '.2f')} | "
-            f"{fmt(job.peak_used_mib, '.0f')} (whole GPU) | {fmt(job.busy_pct, '.0f')} | n/a | "
+            f"{fmt(job.peak_used_mib, '.0f')}{gpu_wide} | {fmt(job.busy_pct, '.0f')} | n/a | "
             f"{job.images} images ({job.errors} errors), {job.parts} parts; first model call to "
             f"last written row; model calls alone {fmt(job.model_images_per_s, '.2f')}, with "
             f"start-up {job.pipeline_images_per_s:.2f} |"
