@@ -1,6 +1,6 @@
-"""The host-side predictor as it was before issue 11, kept verbatim as a test oracle and the
-``bench/bench_gpu.py`` "before" baseline: crop scores copied to the host as float32, stitching,
-resize, activation and argmax on the CPU, float32 confidence.
+"""The host-side predictor as it was before issue 11, kept verbatim as a test oracle (and the
+"before" baseline of ``bench/bench_gpu.py --legacy`` up to commit c207710): crop scores copied to
+the host as float32, stitching, resize, activation and argmax on the CPU, float32 confidence.
 """
 
 from __future__ import annotations
