@@ -32,7 +32,6 @@ if str(REPO_ROOT) not in sys.path:  # `python jobs/export.py` puts jobs/, not th
 
 from jobs.flags import JobHelpFormatter  # noqa: E402
 from pipeline import lease as leases  # noqa: E402
-from pipeline import storage  # noqa: E402
 from pipeline.export import options, runner  # noqa: E402
 
 logger = logging.getLogger("jobs.export")
@@ -103,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         val_fraction=args.split,
         image_format=args.image_format,
     )
-    if storage.is_within(args.out, args.run):  # checked again in plan_export; no lease file
-        logger.error("configuration error: --out must not be inside RUN")
+    try:  # before the lease: a configuration error leaves no folder or lease file behind
+        runner.check_export(args.run, args.format, args.out, opts)
+    except (options.OptionError, FileNotFoundError) as e:
+        logger.error("configuration error: %s", e)
         return EXIT_CONFIG
     try:
         with leases.hold(args.out, job="export", if_busy=args.if_busy):

@@ -62,14 +62,12 @@ class ExportSummary:
     seconds: float = 0.0
 
 
-def plan_export(
-    run_uri: str, fmt: str, out: str, opts: options.ExportOptions, *, overwrite: bool = False
-) -> ExportPlan:
-    """Validate everything before any work; clear ``out`` when ``overwrite``.
+def check_export(run_uri: str, fmt: str, out: str, opts: options.ExportOptions) -> ExportPlan:
+    """Validate the format, options, classes and RUN without touching ``out``.
 
     Raises:
-        OptionError: bad format/options, ``--out`` inside RUN, or ``--out`` holding an export
-            made with other settings. FileNotFoundError: RUN is not a labelling run.
+        OptionError: bad format/options or ``--out`` inside RUN. FileNotFoundError: RUN is not
+            a labelling run.
     """
     if fmt not in FORMATS:
         raise options.OptionError(f"--format must be one of {sorted(FORMATS)}, got {fmt!r}")
@@ -82,6 +80,20 @@ def plan_export(
     plan = ExportPlan(run, fmt, out, opts, options.build_class_map(run.vocabulary, opts.classes))
     if hasattr(FORMATS[fmt], "validate_classes"):
         FORMATS[fmt].validate_classes(plan.class_map.names)
+    return plan
+
+
+def plan_export(
+    run_uri: str, fmt: str, out: str, opts: options.ExportOptions, *, overwrite: bool = False
+) -> ExportPlan:
+    """Validate everything before any work (:func:`check_export`); clear ``out`` when
+    ``overwrite``.
+
+    Raises:
+        OptionError: as :func:`check_export`, or ``--out`` holding an export made with other
+            settings. FileNotFoundError: RUN is not a labelling run.
+    """
+    plan = check_export(run_uri, fmt, out, opts)
     try:
         if overwrite:
             _clear_export(out)
