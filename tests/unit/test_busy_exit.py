@@ -4,6 +4,7 @@ line naming the holder, before Ray starts and before anything is planned, delete
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -74,8 +75,18 @@ def test_label_exits_75_without_ray_or_deletions(held, tmp_path, caplog, monkeyp
     assert "75" in label.build_parser().epilog and "75" in label.__doc__
 
 
+def _finished_run_stub(run: Path) -> Path:
+    """What ``check_export`` reads of a labelling run: run.json and one part marker (the
+    export never starts, so no Parquet is needed)."""
+    (run / "_markers").mkdir(parents=True)
+    (run / "_markers" / "part-0.json").write_text("[]")
+    (run / "run.json").write_text(json.dumps({"vocabulary": ["red", "green"], "config": {}}))
+    return run
+
+
 def test_export_and_review_exit_75(held, tmp_path, caplog) -> None:
     out, holder = held
+    _finished_run_stub(tmp_path / "run")
     with caplog.at_level(logging.INFO):
         code = _load("export").main([str(tmp_path / "run"), "--format", "coco", "--out", str(out)])
     assert code == 75 and holder.run_id in _busy_line(caplog)
