@@ -152,3 +152,13 @@ def http_folder(
     finally:
         server.shutdown()
         server.server_close()
+
+
+# A Label Studio labelling config with three brush classes (one with a synonym), and its classes.
+LABEL_CONFIG = """<View>
+  <Image name="photo" value="$img"/>
+  <BrushLabels name="paint" toName="photo">
+    <Label value="person"/><Label value="dog"/><Label value="grass, lawn"/>
+  </BrushLabels>
+</View>"""
+NAMES = ("person", "dog", "grass, lawn")

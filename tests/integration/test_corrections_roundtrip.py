@@ -44,12 +44,12 @@ ODD = ("we ird#name (1).jpg", "plain.jpg")
 
 
 @pytest.fixture(scope="module")
-def run(ray_local: None, data_root: Path, tmp_path_factory) -> Path:
+def run(ray_local: None, sample_photos, tmp_path_factory) -> Path:
     """A finished labelling run over real photos, one of them a tar member named ../../x.jpg."""
     base = tmp_path_factory.mktemp("corrections")
     src = base / "input"
     src.mkdir()
-    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:3]
+    photos = sample_photos.jpegs(3)
     for name, photo in zip(ODD, photos, strict=False):
         (src / name).write_bytes(photo.read_bytes())
     (src / "evil.tar").write_bytes(tar_bytes({"../../x.jpg": photos[2].read_bytes()}))

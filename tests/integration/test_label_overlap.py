@@ -126,9 +126,9 @@ def _busy(runner: Runner, trigger: Path, window: tuple[float, float | None]) -> 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_second_run_during_plan_write_and_summary_does_nothing(
-    where: str, tmp_path: Path, data_root: Path, request
+    where: str, tmp_path: Path, sample_photos, request
 ) -> None:
-    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:16]
+    photos = sample_photos.jpegs(16)
     input_uri, output = _inputs(where, photos, tmp_path, request)
     triggers = {k: tmp_path / f"go-{k}" for k in ("plan", "write", "summary")}
     seconds = {k: Runner(input_uri, output, "--start-when", str(t)) for k, t in triggers.items()}
@@ -171,9 +171,9 @@ def test_second_run_during_plan_write_and_summary_does_nothing(
 
 
 def test_killed_holder_is_taken_over_and_the_next_run_finishes(
-    tmp_path: Path, data_root: Path, request
+    tmp_path: Path, sample_photos, request
 ) -> None:
-    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:16]
+    photos = sample_photos.jpegs(16)
     input_uri, output = _inputs("s3", photos, tmp_path, request)
     first = Runner(input_uri, output, "--slow-s", "0.6", "--lease-ttl", "5")
     try:
@@ -203,9 +203,9 @@ def test_killed_holder_is_taken_over_and_the_next_run_finishes(
 
 
 def test_paused_run_loses_its_lease_after_the_ttl_and_stops_writing(
-    tmp_path: Path, data_root: Path, request
+    tmp_path: Path, sample_photos, request
 ) -> None:
-    photos = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:24]
+    photos = sample_photos.jpegs(24)
     input_uri, output = _inputs("local", photos, tmp_path, request)
     ttl = "3"
     first = Runner(input_uri, output, "--slow-s", "1.0", "--lease-ttl", ttl)

@@ -120,11 +120,20 @@ def _client(*args: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def project(label_studio: str, data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def photo_dir(sample_photos, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uploaded photos: real photos bundled with scikit-image, as PNGs named ``PHOTOS``."""
+    folder = tmp_path_factory.mktemp("ls-photos")
+    for name, path in zip(PHOTOS, sample_photos.pngs(len(PHOTOS))):
+        shutil.copy(path, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def project(label_studio: str, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A BrushLabels project with three uploaded photos and one metadata-address task."""
     config = tmp_path_factory.mktemp("config") / "config.xml"
     config.write_text(LABEL_CONFIG, encoding="utf-8")
-    images = [str(data_root / "voc2012-val-sample" / "images" / n) for n in PHOTOS]
+    images = [str(photo_dir / n) for n in PHOTOS]
     return _client("prepare", label_studio, TOKEN, str(config), *images, "--url-task", METADATA_URL)
 
 
@@ -162,7 +171,7 @@ def predicted(label_studio: str, project: dict, backend) -> dict:
     return _client("predict", label_studio, TOKEN, str(project["project"]), url)
 
 
-def _expected(weights: Path, data_root: Path) -> dict[str, object]:
+def _expected(weights: Path, photo_dir: Path) -> dict[str, object]:
     """Photo name -> the predictor's ``Prediction`` (same flags as the backend)."""
     import zegclip
     from jobs.serve import prepare
@@ -176,13 +185,13 @@ def _expected(weights: Path, data_root: Path) -> dict[str, object]:
     predictor = zegclip.build_predictor(spec, vocab, zegclip.encode_vocabulary_for(spec, vocab))
     out = {}
     for name in PHOTOS:
-        data = (data_root / "voc2012-val-sample" / "images" / name).read_bytes()
+        data = (photo_dir / name).read_bytes()
         (out[name],) = predictor.predict([decode_image(data, 10**8)[0]])
     return out
 
 
 def test_label_studio_stores_the_predictors_masks(
-    project: dict, predicted: dict, backend, data_root: Path
+    project: dict, predicted: dict, backend, photo_dir: Path
 ) -> None:
     _, weights, log = backend
     assert predicted["state"].endswith("CO"), predicted  # CONNECTED
@@ -191,7 +200,7 @@ def test_label_studio_stores_the_predictors_masks(
     (metadata_task,) = [t for t, image in uploads.items() if image == METADATA_URL]
     assert metadata_task not in by_task  # its error entry is not stored
     assert "169.254.169.254" in log.read_text()  # and was logged
-    expected = _expected(weights, data_root)
+    expected = _expected(weights, photo_dir)
     checked = 0
     for task_id, image in uploads.items():
         if task_id == metadata_task:

@@ -12,14 +12,6 @@ from tiny_models import TINY_CLIP, save_random_clip_weights
 
 from jobs.serve import prepare
 
-LABEL_CONFIG = """<View>
-  <Image name="photo" value="$img"/>
-  <BrushLabels name="paint" toName="photo">
-    <Label value="person"/><Label value="dog"/><Label value="grass, lawn"/>
-  </BrushLabels>
-</View>"""
-NAMES = ("person", "dog", "grass, lawn")
-
 
 @pytest.fixture(scope="session")
 def clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -27,11 +19,11 @@ def clip_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def photos(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two VOC photos and a file that is not an image, in a folder of their own."""
+def photos(sample_photos, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real photos (bundled, PNG) and a file that is not an image, in a folder of their own."""
     folder = tmp_path_factory.mktemp("photos")
-    for name in ("voc_0.png", "voc_1.png"):
-        shutil.copy(data_root / "voc2012-val-sample" / "images" / name, folder / name)
+    for name, path in zip(("voc_0.png", "voc_1.png"), sample_photos.pngs(2)):
+        shutil.copy(path, folder / name)
     (folder / "notes.png").write_bytes(b"this is not an image")
     return folder
 

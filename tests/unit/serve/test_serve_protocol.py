@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import LABEL_CONFIG, NAMES
+from fakes import LABEL_CONFIG, NAMES
 from fastapi.testclient import TestClient
 from label_studio_converter.brush import decode_rle
 

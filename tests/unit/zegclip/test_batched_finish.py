@@ -2,7 +2,7 @@
 
 Counted on the CPU with ``tests/op_counter.py`` (a torch dispatch mode; what it counts as a
 host round-trip is documented there), 64 crops per forward as on a GPU, same-size 480x360
-CamVid photos: ATen ops per image at batch 32 must stay under 0.15 x batch 1, and host
+real photos: ATen ops per image at batch 32 must stay under 0.15 x batch 1, and host
 round-trips per batch at most 8 whatever the batch size. A batch must give every image what it
 gets alone, and mixed sizes are grouped.
 """
@@ -37,12 +37,13 @@ def scorers() -> dict:
         return {k: (m, m.encode_vocabulary(NAMES, templates=["a {}."])) for k, m in models.items()}
 
 
-def _camvid(data_root, n: int) -> list[np.ndarray]:
-    paths = sorted((data_root / "camvid" / "test").glob("*.jpg"))[:n]
-    if not paths:
-        pytest.skip(f"CamVid photos missing under {data_root}")
-    photos = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
-    return [photos[i % len(photos)] for i in range(n)]
+def _frames(sample_photos, n: int) -> list[np.ndarray]:
+    """``n`` distinct real 480x360 RGB photos (bundled with scikit-image: CamVid's frame size)."""
+    return [_rgb(p) for p in sample_photos.jpegs(n)]
+
+
+def _rgb(path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
 
 def _predictor(scorers, mode: str, **kwargs) -> SegPredictor:
@@ -65,9 +66,11 @@ def _count(predictor: SegPredictor, photos: list[np.ndarray]) -> OpCounter:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["zegclip", "naclip"])
-def test_ops_per_image_shrink_with_the_batch_and_round_trips_do_not_grow(scorers, mode, data_root):
+def test_ops_per_image_shrink_with_the_batch_and_round_trips_do_not_grow(
+    scorers, mode, sample_photos
+):
     predictor = _predictor(scorers, mode, max_crops=64)
-    photos = _camvid(data_root, 32)
+    photos = _frames(sample_photos, 32)
     assert photos[0].shape == (360, 480, 3)
     one, many = _count(predictor, photos[:1]), _count(predictor, photos)
     assert many.ops / 32 <= 0.15 * one.ops, (one.ops, many.ops / 32)
@@ -88,13 +91,12 @@ def test_op_counter_sees_host_reads_under_inference_mode():
 
 
 @pytest.mark.parametrize("mode", ["zegclip", "naclip"])
-def test_a_batch_gives_each_image_what_it_gets_alone(scorers, mode, data_root):
-    """Three same-size photos and a VOC photo (two groups) batched vs one at a time, with a
-    synonym and a background row out of class order."""
+def test_a_batch_gives_each_image_what_it_gets_alone(scorers, mode, sample_photos):
+    """Three same-size photos and a PNG photo of another size (two groups) batched vs one at
+    a time, with a synonym and a background row out of class order."""
     scorer, emb = scorers[mode]
-    voc = sorted((data_root / "voc2012-val-sample" / "images").glob("*.png"))[:1]
-    photos = _camvid(data_root, 3)
-    photos.insert(1, cv2.cvtColor(cv2.imread(str(voc[0])), cv2.COLOR_BGR2RGB))
+    photos = _frames(sample_photos, 3)
+    photos.insert(1, _rgb(sample_photos.pngs(1)[0]))
     index = np.array([0, BACKGROUND, 1, 0, 2])
     predictor = SegPredictor(scorer, emb, index, 3, min_score=scorer.default_min_score)
     batched = predictor.predict(photos)
@@ -110,11 +112,11 @@ def test_a_batch_gives_each_image_what_it_gets_alone(scorers, mode, data_root):
     assert len(np.unique(np.concatenate([b.label_map.ravel() for b in batched]))) > 1
 
 
-def test_more_than_255_classes_come_back_as_uint16(scorers, data_root):
+def test_more_than_255_classes_come_back_as_uint16(scorers, sample_photos):
     scorer, emb = scorers["zegclip"]
     rows = emb.repeat(60, 1)  # 300 rows, each its own class
     predictor = SegPredictor(scorer, rows, np.arange(300), 300, min_score=0.5)
-    photo = _camvid(data_root, 1)
+    photo = _frames(sample_photos, 1)
     prediction = predictor.predict(photo)[0]
     assert prediction.label_map.dtype == np.uint16
     labels = prediction.label_map
