@@ -148,7 +148,7 @@ class SegPredictor:
         pieces = []
         for g in groups:
             pieces.extend(self._finish(totals.pop(0), g))  # frees each group's scores
-        return unpack(to_host(pieces, self.device), len(images))
+        return unpack(pieces, to_host(pieces, self.device), len(images))
 
     def _groups(
         self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None
@@ -280,13 +280,13 @@ class _Piece:
         return self.counts, self.sums, self.labels, self.confidence
 
 
-def to_host(pieces: list[_Piece], device: torch.device) -> tuple[list[_Piece], np.ndarray]:
+def to_host(pieces: list[_Piece], device: torch.device) -> np.ndarray:
     """Every piece's tensors as one byte buffer on the host: one device-to-host copy per batch
     (pinned, non-blocking, then one wait on CUDA).
 
     Returns:
-        ``pieces`` and the (bytes,) uint8 buffer holding their tensors in
-        :meth:`_Piece.tensors` order, all pieces' 8-byte tensors first.
+        The (bytes,) uint8 buffer holding the pieces' tensors in :meth:`_Piece.tensors` order,
+        all pieces' 8-byte tensors first.
     """
     order = [p.tensors()[k] for k in range(4) for p in pieces]
     flat = torch.cat([t.contiguous().view(-1).view(torch.uint8) for t in order])
@@ -298,12 +298,11 @@ def to_host(pieces: list[_Piece], device: torch.device) -> tuple[list[_Piece], n
         done.synchronize()
     else:
         host = flat
-    return pieces, host.numpy()
+    return host.numpy()
 
 
-def unpack(packed: tuple[list[_Piece], np.ndarray], count: int) -> list[Prediction]:
+def unpack(pieces: list[_Piece], buffer: np.ndarray, count: int) -> list[Prediction]:
     """The host buffer of :func:`to_host` -> one :class:`Prediction` per batch position."""
-    pieces, buffer = packed
     arrays: dict[int, list[np.ndarray]] = {id(p): [] for p in pieces}
     offset = 0
     for k in range(4):

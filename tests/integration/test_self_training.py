@@ -24,6 +24,7 @@ from ray import cloudpickle
 from tiny_models import DATA_ROOT, TINY_CLIP, requires_shared_data
 
 import zegclip
+from bench.bench_data_engine import FixedEmbeddings
 from jobs import evaluate, train
 from pipeline.config import LabelJobConfig
 from pipeline.run import run_label_job
@@ -85,16 +86,6 @@ def _train(out: Path, emb: str, *data: str) -> Path:
     ]
     assert train.main(flags) == 0
     return out / "model_final.safetensors"
-
-
-class FixedEmbeddings:
-    """Vocabulary encoder returning the precomputed (C, D) class embeddings."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __call__(self) -> np.ndarray:
-        return np.load(self.path).astype(np.float32)
 
 
 def _label(checkpoint: Path, images: str, output: Path, emb: str) -> str:
