@@ -5,7 +5,7 @@ original sizes), 64 crops per forward as on a GPU.
     python bench/bench_finish.py            # 480x360 CamVid photos from ../shared/data
     python bench/bench_finish.py --repeats 5
 
-Ops and round-trips are counted with ``tests/op_counter.py`` (what it counts is documented
+Ops and round-trips are counted with ``bench/dispatch_count.py`` (what it counts is documented
 there); images/s is the best of ``--repeats`` timed calls after one warm-up call.
 """
 
@@ -22,7 +22,7 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from op_counter import OpCounter  # noqa: E402
+from dispatch_count import OpCounter  # noqa: E402
 from tiny_models import DATA_ROOT, TINY_CLIP  # noqa: E402
 
 import zegclip  # noqa: E402
@@ -82,8 +82,8 @@ def measure(pred: SegPredictor, images: list[np.ndarray], repeats: int) -> dict[
         pred.predict(prepared, sizes)
         best = min(best, time.perf_counter() - start)
     return {
-        "ops/image": counter.ops / len(images),
-        "round-trips/batch": counter.round_trips,
+        "ops/image": counter.total / len(images),
+        "round-trips/batch": counter.sync_total,
         "kinds": dict(counter.syncs),
         "images/s": len(images) / best if repeats else float("nan"),  # --repeats 0: counts only
     }

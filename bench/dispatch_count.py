@@ -23,7 +23,10 @@ device tensors) is a device tensor. A round-trip is then:
 * a device op whose output shape depends on the data: ``nonzero``, ``masked_select``,
   ``unique``, ``bincount``, ``repeat_interleave`` of a tensor, indexing with a boolean mask.
 
-Not seen: explicit ``torch.cuda.synchronize()`` and event or stream waits (no dispatch; on CUDA,
+* an explicit wait: ``torch.cuda.synchronize()`` and ``torch.cuda.Event.synchronize()`` (never
+  called on the CPU, but counted if they are).
+
+Not seen: stream waits and implicit syncs inside CUDA kernels' launch (on CUDA,
 ``torch.cuda.set_sync_debug_mode("warn")`` reports the real ones, see ``bench/gpu_meters.py``).
 
 ``OpCounter`` is the context manager behind it; its ``ops`` and ``syncs`` (``Counter`` by op
@@ -46,9 +49,16 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+WAITS = {
+    "synchronize": (torch.cuda, "synchronize"),
+    "event.synchronize": (torch.cuda.Event, "synchronize"),
+}
 # ATen ops that read a device value on the host, or whose output size depends on the data.
+# Under ``torch.inference_mode`` ``item`` reaches the mode itself (its ``_local_scalar_dense``
+# is then not seen); outside it, ``_local_scalar_dense`` does.
 SYNC_ATEN = {
     "_local_scalar_dense",  # .item(), bool(t), int(t), float(t)
+    "item",
     "equal",
     "is_nonzero",
     "nonzero",
@@ -192,6 +202,7 @@ class OpCounter:
         self.host = HostTensors()
         self._modes = (_Placement(self.host, self.syncs), _AtenOps(self.host, self.ops, self.syncs))
         self._from_numpy = torch.from_numpy
+        self._waits = {name: getattr(*where) for name, where in WAITS.items()}
 
     def __enter__(self) -> OpCounter:
         original = self._from_numpy
@@ -202,6 +213,8 @@ class OpCounter:
             return out
 
         torch.from_numpy = from_numpy
+        for name, (owner, attr) in WAITS.items():
+            setattr(owner, attr, self._counted_wait(name, self._waits[name]))
         for mode in self._modes:
             mode.__enter__()
         return self
@@ -210,6 +223,17 @@ class OpCounter:
         for mode in reversed(self._modes):
             mode.__exit__(*exc)
         torch.from_numpy = self._from_numpy
+        for name, (owner, attr) in WAITS.items():
+            setattr(owner, attr, self._waits[name])
+
+    def _counted_wait(self, name: str, wait: Callable) -> Callable:
+        """``wait`` (a synchronize function or method), counted as a round-trip ``name``."""
+
+        def counted(*args, **kwargs):
+            self.syncs[name] += 1
+            return wait(*args, **kwargs)
+
+        return counted
 
     @property
     def total(self) -> int:

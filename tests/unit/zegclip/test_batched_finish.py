@@ -1,6 +1,6 @@
 """The batched finish: one set of device ops per batch, not per image (issue 23).
 
-Counted on the CPU with ``tests/op_counter.py`` (a torch dispatch mode; what it counts as a
+Counted on the CPU with ``bench/dispatch_count.py`` (torch dispatch modes; what it counts as a
 host round-trip is documented there), 64 crops per forward as on a GPU, same-size 480x360
 real photos: ATen ops per image at batch 32 must stay under 0.15 x batch 1, and host
 round-trips per batch at most 8 whatever the batch size. A batch must give every image what it
@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from op_counter import OpCounter
 from tiny_models import TINY_CLIP
 
 import zegclip
+from bench.dispatch_count import OpCounter
 from zegclip.models.trainfree.model import build_frozen_clip
 from zegclip.predictor import BACKGROUND, SegPredictor
 from zegclip.stitch import plan_chunks
@@ -73,21 +73,21 @@ def test_ops_per_image_shrink_with_the_batch_and_round_trips_do_not_grow(
     photos = _frames(sample_photos, 32)
     assert photos[0].shape == (360, 480, 3)
     one, many = _count(predictor, photos[:1]), _count(predictor, photos)
-    assert many.ops / 32 <= 0.15 * one.ops, (one.ops, many.ops / 32)
-    assert one.round_trips <= 8, dict(one.syncs)
-    assert many.round_trips <= 8, dict(many.syncs)
-    assert many.round_trips == one.round_trips  # independent of the batch size
+    assert many.total / 32 <= 0.15 * one.total, (one.total, many.total / 32)
+    assert one.sync_total <= 8, dict(one.syncs)
+    assert many.sync_total <= 8, dict(many.syncs)
+    assert many.sync_total == one.sync_total  # independent of the batch size
 
 
 def test_op_counter_sees_host_reads_under_inference_mode():
-    t = torch.tensor([0.5, 2.0])  # built outside: not a counted lift_fresh
+    t = torch.tensor([0.5, 2.0])  # built before counting: a device tensor
     with torch.inference_mode(), OpCounter() as counter:
         bool((t > 1).any())
         t.sum().item()
         t[t > 1]
         t.numpy()
     assert counter.syncs == {"is_nonzero": 1, "item": 1, "index(bool mask)": 1, "numpy": 1}
-    assert counter.ops >= 6
+    assert counter.total >= 6
 
 
 @pytest.mark.parametrize("mode", ["zegclip", "naclip"])
