@@ -68,7 +68,12 @@ def _add_segment(p: argparse.ArgumentParser) -> None:
         required=True,
         help="vocabulary file: one class per line, comma-separated synonyms, # comments",
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: <stem>.png, <stem>_overlay.png, <stem>.json per image (inputs "
+        "sharing a stem, e.g. a.jpg and a.png, become a_jpg and a_png)",
+    )
     p.add_argument(
         "--checkpoint",
         help="ZegCLIP/ZegOT checkpoint (ours or official .pth), path "
@@ -143,17 +148,39 @@ def _run_segment(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in map(Path, args.images):
+    paths = [Path(p) for p in args.images]
+    for path, stem in zip(paths, output_stems(paths), strict=True):
         try:
             image = load_rgb(path)
         except (OSError, ValueError) as e:
             logger.error("%s: %s: %s", path, type(e).__name__, e)
             failures += 1
             continue
-        write_outputs(out / path.stem, image, predictor.predict([image])[0], vocab)
-        logger.info("%s -> %s.png", path, out / path.stem)
+        write_outputs(out / stem, image, predictor.predict([image])[0], vocab)
+        logger.info("%s -> %s.png", path, out / stem)
     print(f"segmented {len(args.images) - failures}/{len(args.images)} images into {out}")
     return 1 if failures else 0
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """One distinct output name per input, from its file name only (never a directory part).
+
+    The stem (``a.jpg`` -> ``a``) when no other input has it; else the name with its extension
+    (``a.jpg`` -> ``a_jpg``, ``a.png`` -> ``a_png``); inputs that still collide (same name in
+    two folders) get their position appended (``a_jpg_3``). Names that are empty or dots only
+    become ``image``.
+    """
+    stems = [p.stem.strip(".") or "image" for p in paths]
+    names = [(p.stem + "_" + p.suffix.lstrip(".")).strip("._") or "image" for p in paths]
+    out = []
+    for i, (stem, name) in enumerate(zip(stems, names, strict=True)):
+        if stems.count(stem) == 1:
+            out.append(stem)
+        elif names.count(name) == 1:
+            out.append(name)
+        else:
+            out.append(f"{name}_{i + 1}")
+    return out
 
 
 def load_rgb(path: Path) -> np.ndarray:

@@ -172,3 +172,31 @@ def test_precision_auto_is_bf16_on_cuda_and_fp32_on_cpu():
     assert resolve_precision("fp16", torch.device("cuda")) == "fp16"
     with pytest.raises(ValueError, match="--precision"):
         zegclip.check_spec(zegclip.LabelerSpec(precision="fp8"))
+
+
+def test_output_names_never_collide_and_stay_inside_the_output():
+    from pathlib import Path
+
+    from zegclip.cli import output_stems
+
+    paths = [Path(p) for p in ("d1/a.jpg", "d1/a.png", "d2/a.png", "b.jpg", "..png", "...")]
+    stems = output_stems(paths)
+    assert stems == ["a_jpg", "a_png_2", "a_png_3", "b", "png", "image"]
+
+
+def test_cli_segment_keeps_both_outputs_of_same_stem_inputs(
+    tiny_checkpoint, sample_photos, tmp_path
+):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("car\nroad\nsky\n")
+    photo = _real_photos(sample_photos, n=1)[0]
+    image = np.asarray(Image.open(photo).convert("RGB"))
+    Image.fromarray(image).save(tmp_path / "x.png")
+    Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(tmp_path / "x.bmp")
+    args = ["segment", str(tmp_path / "x.png"), str(tmp_path / "x.bmp"), "--vocab", str(vocab)]
+    code = cli_main([*args, "--out", str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)])
+    assert code == 0
+    png = np.asarray(Image.open(tmp_path / "out" / "x_png.png"))
+    bmp = np.asarray(Image.open(tmp_path / "out" / "x_bmp.png"))
+    assert png.shape == bmp.shape == image.shape[:2]
+    assert not (tmp_path / "out" / "x.png").exists()
