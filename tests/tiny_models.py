@@ -27,8 +27,8 @@ requires_shared_data = pytest.mark.skipif(not DATA_ROOT.is_dir(), reason=NO_DATA
 
 def save_random_clip_weights(path: Path, clip_model: str = TINY_CLIP) -> Path:
     """Seeded random open_clip weights of ``clip_model`` at its native size, as a safetensors
-    file for ``--clip-weights``: every process that loads it gets the same model (with
-    ``--clip-pretrained none`` each process draws its own random weights)."""
+    file for ``--clip-weights`` (the same weights ``--clip-pretrained none`` builds from its
+    fixed seed, as a file: the real loading path)."""
     import torch
     from safetensors.torch import save_file
 

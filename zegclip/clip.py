@@ -16,6 +16,7 @@ from zegclip._torchvision_compat import ensure_torchvision_importable
 
 ensure_torchvision_importable()
 import open_clip  # noqa: E402
+import torch  # noqa: E402
 from open_clip.model import CLIP  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -150,8 +151,17 @@ def build_towers(spec: ClipSpec, *, load_weights: bool = True) -> tuple[nn.Modul
     return visual, clip
 
 
+RANDOM_WEIGHTS_SEED = 0
+
+
 def _new_clip(spec: ClipSpec, image_size: int) -> CLIP:
-    return CLIP(**model_config(spec, image_size), quick_gelu=uses_quick_gelu(spec))
+    """A new CLIP whose initial weights come from a fixed seed (``RANDOM_WEIGHTS_SEED``), in a
+    forked RNG (the caller's random state is untouched): every process and Ray actor of a
+    ``--clip-pretrained none`` run builds the same model, so such runs are reproducible and
+    their actors agree. Loaded weights replace these anyway."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        return CLIP(**model_config(spec, image_size), quick_gelu=uses_quick_gelu(spec))
 
 
 def _resized(clip: CLIP, spec: ClipSpec) -> CLIP:

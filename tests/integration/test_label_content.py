@@ -46,8 +46,8 @@ def photos() -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def clip_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Seeded random tiny CLIP weights: with ``--clip-pretrained none`` alone every actor would
-    draw its own random model, and no test could rebuild the job's predictor."""
+    """Seeded random tiny CLIP weights as a file: the job loads them through the real
+    ``--clip-weights`` path, and the test rebuilds the same predictor from the same file."""
     return str(save_random_clip_weights(tmp_path_factory.mktemp("clip") / "tiny.safetensors"))
 
 

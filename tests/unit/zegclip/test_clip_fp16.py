@@ -125,3 +125,30 @@ def test_labeler_clip_weights_flag_with_float16_file_and_clearclip(native224, fp
     pred = predictor.predict([image])[0]
     assert pred.label_map.shape == (300, 520) and pred.confidence.dtype == np.uint8
     assert pred.class_counts.sum() == int((pred.label_map != 255).sum())
+
+
+def test_random_weights_are_the_same_in_every_process_and_leave_the_rng_alone():
+    """``--clip-pretrained none``: every Ray actor builds one model (fixed seed, forked RNG)."""
+    import subprocess
+    import sys
+
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first = build_clip(ClipSpec(model=TINY_CLIP, pretrained=None, image_size=224))
+    assert torch.equal(torch.rand(3), before)  # the caller's random stream is untouched
+    second = build_clip(ClipSpec(model=TINY_CLIP, pretrained=None, image_size=224))
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    script = (
+        "import sys; sys.path.insert(0, 'tests'); from tiny_models import TINY_CLIP;"
+        "from zegclip.clip import ClipSpec, build_clip;"
+        "print(float(build_clip(ClipSpec(model=TINY_CLIP, pretrained=None, image_size=224))"
+        ".visual.conv1.weight.sum()))"
+    )
+    root = Path(__file__).resolve().parents[3]
+    other = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=root, check=False
+    )
+    assert other.returncode == 0, other.stderr
+    assert float(other.stdout.strip()) == pytest.approx(float(first.visual.conv1.weight.sum()))
