@@ -131,7 +131,8 @@ class SegPredictor:
         every recipe's short side is at least its crop, so real photos only use full crops),
         then runs one prediction on a blank 512x512 image."""
         y1, y2, x1, x2 = self.scorer.windows(4096, 4096)[0]
-        with torch.inference_mode(), autocast(self.device, self.precision):
+        cuda = self.device.type == "cuda"  # the attention path predict uses (a compile guard)
+        with torch.inference_mode(), _mha_fastpath(cuda), autocast(self.device, self.precision):
             for n in chunk_sizes(self.max_crops):
                 self._crop_scores(torch.zeros((n, 3, y2 - y1, x2 - x1), device=self.device))
         self.predict([np.zeros((512, 512, 3), dtype=np.uint8)])
