@@ -363,7 +363,8 @@ def _synchronise(device: torch.device) -> None:
 
 
 _FASTPATH_LOCK = threading.Lock()
-_fastpath = {"users": 0, "previous": True}  # calls inside _mha_fastpath, the value before
+_fastpath_active: list[list[bool]] = []  # [enabled] of each open _mha_fastpath, oldest first
+_fastpath_before = [True]  # the switch before the oldest open one
 
 
 @contextlib.contextmanager
@@ -371,17 +372,18 @@ def _mha_fastpath(enabled: bool):
     """PyTorch's fused MHA inference path: ~10% slower than the plain path for ViT-B/16 on CPU
     (measured here, as in perf-anchors.md), so it is used on CUDA only; numerics are the same.
 
-    The switch is process-wide: the first of overlapping calls (threads of one predictor, so
-    one ``enabled``) sets it, the last one out restores the value from before the first."""
+    The switch is process-wide and calls may overlap (threads) or nest: each exit sets it to
+    the newest still-open call's value, the last exit to the value from before the first."""
+    entry = [enabled]  # a distinct object per call, removed by identity
     with _FASTPATH_LOCK:
-        if _fastpath["users"] == 0:
-            _fastpath["previous"] = torch.backends.mha.get_fastpath_enabled()
-        _fastpath["users"] += 1
+        if not _fastpath_active:
+            _fastpath_before[0] = torch.backends.mha.get_fastpath_enabled()
+        _fastpath_active.append(entry)
         torch.backends.mha.set_fastpath_enabled(enabled)
     try:
         yield
     finally:
         with _FASTPATH_LOCK:
-            _fastpath["users"] -= 1
-            if _fastpath["users"] == 0:
-                torch.backends.mha.set_fastpath_enabled(_fastpath["previous"])
+            del _fastpath_active[next(i for i, e in enumerate(_fastpath_active) if e is entry)]
+            last = _fastpath_active[-1][0] if _fastpath_active else _fastpath_before[0]
+            torch.backends.mha.set_fastpath_enabled(last)

@@ -8,6 +8,8 @@ On CUDA each thread also runs on its own stream: ``tests/gpu/test_gpu_actor_thre
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ import zegclip
 from pipeline import decode
 from pipeline.infer import SegmentationActor
 from zegclip.models.trainfree.model import build_frozen_clip
-from zegclip.predictor import SegPredictor
+from zegclip.predictor import SegPredictor, _mha_fastpath
 
 NAMES = ["car", "road", "sky", "tree", "person"]
 
@@ -80,3 +82,30 @@ def test_actor_called_from_two_threads_gives_the_serial_rows(sample_photos):
         serial = actor(batch).to_pylist()
         for table in runs:
             assert table.to_pylist() == serial
+
+
+def test_attention_switch_survives_nested_and_overlapping_calls():
+    """The MHA fast-path switch is process-wide: a thread leaving ``predict`` must not switch
+    it back under another thread still inside, and nesting restores the outer value."""
+    switch = torch.backends.mha.get_fastpath_enabled
+    before = switch()
+    with _mha_fastpath(not before):
+        with _mha_fastpath(before):
+            assert switch() == before
+        assert switch() == (not before)
+    assert switch() == before
+    inside, leave = threading.Event(), threading.Event()
+
+    def first():  # enters before the test thread and leaves while it is still inside
+        with _mha_fastpath(not before):
+            inside.set()
+            assert leave.wait(10)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert inside.wait(10)
+    with _mha_fastpath(not before):
+        leave.set()
+        worker.join()
+        assert switch() == (not before)
+    assert switch() == before
