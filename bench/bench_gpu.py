@@ -6,10 +6,12 @@ Levels (same device, precision and compile setting throughout; ``bench/gpu_level
   its autocast (bf16 on CUDA by default): the most a level can reach;
 * ``predictor``: ``SegPredictor.predict(prepared, sizes)`` on photos the CPU decode tasks
   already resized, as in a job;
-* ``actor``: ``pipeline.infer.SegmentationActor`` on such batches: the job's model stage alone;
-* ``job``: ``pipeline.run.run_label_job`` on a local Ray, timed from the first to the last
-  written row; start-up (Ray, vocabulary, actor start, compile and warm-up) reported apart
-  (``bench/gpu_job.py``).
+* ``actor``, ``actor xN``: ``pipeline.infer.SegmentationActor`` on such batches: the job's model
+  stage alone, its ``__call__`` from 1 thread and from N at once (``--actor-threads``, the
+  job's option of that name; each thread on its own CUDA stream);
+* ``job``: ``pipeline.run.run_label_job`` on a local Ray (the job's default ``--actor-threads``:
+  2 on CUDA, 1 on a CPU), timed from the first to the last written row; start-up (Ray,
+  vocabulary, actor start, compile and warm-up) reported apart (``bench/gpu_job.py``).
 
 Each level row gives images/s, its ratio to the ceiling, peak GPU memory (this process, reset
 per level; the job: the whole GPU), GPU busy % (NVML, sampled) and host round-trips per batch
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import gc
 import io
 import logging
@@ -162,14 +165,15 @@ def bench_setup(name: str, args, photos: list[np.ndarray], workdir: Path, compil
     prepared = [prepare(p) for p in photos]
     sizes = [p.shape[:2] for p in photos]
     batch, seconds = args.batch_size, args.seconds
-    levels = best_of(
-        {
-            "ceiling": lambda: ceiling(predictor, prepared[0], seconds),
-            "predictor": lambda: predictor_level(predictor, prepared, sizes, batch, seconds),
-            "actor": lambda: actor_level(predictor, photos, prepare, len(names), batch, seconds),
-        },
-        args.repeats,
-    )
+    fns = {
+        "ceiling": lambda: ceiling(predictor, prepared[0], seconds),
+        "predictor": lambda: predictor_level(predictor, prepared, sizes, batch, seconds),
+    }
+    for n in args.actor_threads:
+        fns["actor" if n == 1 else f"actor x{n}"] = functools.partial(
+            actor_level, predictor, photos, prepare, len(names), batch, seconds, threads=n
+        )
+    levels = best_of(fns, args.repeats)
     run = SetupRun(spec, vocab, levels, build_s, predictor.precision)
     if args.counts and not compile:
         n = max(args.count_batches)
@@ -192,7 +196,7 @@ def job_images(args, run: SetupRun) -> int:
     """``--job-images``, or on CUDA about ``--job-seconds`` of work at the actor's speed."""
     if args.job_images is not None:
         return args.job_images
-    rate = run.levels["actor"].images_per_s
+    rate = max(r.images_per_s for k, r in run.levels.items() if k.startswith("actor"))
     batches = int(rate * args.job_seconds / args.batch_size) + 1
     return max(4, min(batches, 8192 // args.batch_size)) * args.batch_size
 
@@ -298,6 +302,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--actors", type=int, default=1, help="actor pool size of the job")
     p.add_argument("--gpus-per-actor", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (a Ray actor gets 1)")
+    p.add_argument(
+        "--actor-threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="actor level rows: its __call__ from this many threads at once, one row each",
+    )
     p.add_argument("--counts", action=argparse.BooleanOptionalAction, help="default: with --all")
     p.add_argument("--count-batches", type=int, nargs="+", default=[1, 32])
     p.add_argument("--count-max-crops", type=int, default=64)
@@ -319,6 +330,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.job_images = args.job_images if args.job_images is not None else (None if gpu else 16)
     args.counts = args.all if args.counts is None else args.counts
     args.budget_s = args.budget_s or (330.0 if gpu else float("inf"))
+    if min(args.actor_threads) < 1:
+        p.error("--actor-threads: thread counts must be >= 1")
     return args
 
 

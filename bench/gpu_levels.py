@@ -6,7 +6,9 @@
 * :func:`predictor_level`: ``SegPredictor.predict(prepared, sizes)``, the call the pipeline
   makes after the CPU decode tasks resized the photos (``decode.prepare_batch``);
 * :func:`actor_level`: ``pipeline.infer.SegmentationActor`` on prepared batches: the model stage
-  alone (no resize, no PNG encoding: those run in other CPU tasks in a job);
+  alone (no resize, no PNG encoding: those run in other CPU tasks in a job), its ``__call__``
+  from 1 thread or from several at once (``--actor-threads``: each thread on its own CUDA
+  stream, so one batch's copy back and packing overlap another's kernels);
 * :func:`dispatch_counts`: ATen ops per image and host round-trips per batch (see
   ``bench/dispatch_count.py``), after one warm-up call.
 
@@ -19,6 +21,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,21 +151,40 @@ def predictor_level(
     return result
 
 
+ROUND_PER_THREAD = 4  # batches per thread between two waits for all threads
+
+
 def actor_level(
-    predictor, photos: list[np.ndarray], prepare, num_classes: int, batch: int, seconds: float
+    predictor,
+    photos: list[np.ndarray],
+    prepare,
+    num_classes: int,
+    batch: int,
+    seconds: float,
+    threads: int = 1,
 ) -> LevelResult:
     """Images/s of ``SegmentationActor`` (prepared=True, around ``predictor``) on batches the
-    decode tasks would hand it; preparing them is not timed."""
+    decode tasks would hand it; preparing them is not timed. With ``threads`` > 1 its
+    ``__call__`` runs from a pool of that many threads, as Ray runs an actor with
+    ``--actor-threads``: each timed call hands the pool ``ROUND_PER_THREAD`` batches per thread
+    and waits for all of them."""
     actor = SegmentationActor(lambda _emb: predictor, np.zeros((1, 1)), num_classes, prepared=True)
     ready = [
         decode.prepare_batch(decode.decoded_batch(list(c)), prepare)
         for c in _batches(photos, batch)
     ]
     chunks = itertools.cycle(ready)
-    call = lambda: actor(next(chunks))
-    result = measure(call, batch, seconds, predictor.device)
-    result.syncs_per_batch = syncs_per_call(call, predictor.device)
-    result.note = f"batch {batch}, model stage alone"
+    one = lambda: actor(next(chunks))
+    note = f"batch {batch}, model stage alone, {threads} thread{'s' if threads > 1 else ''}"
+    if threads == 1:
+        result = measure(one, batch, seconds, predictor.device)
+    else:
+        rounds = ROUND_PER_THREAD * threads
+        with ThreadPoolExecutor(threads) as pool:
+            call = lambda: list(pool.map(actor, [next(chunks) for _ in range(rounds)]))
+            result = measure(call, batch * rounds, seconds, predictor.device)
+    result.syncs_per_batch = syncs_per_call(one, predictor.device)
+    result.note = note
     return result
 
 

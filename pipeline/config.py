@@ -34,6 +34,7 @@ class LabelJobConfig:
     concurrency: str = "auto"
     num_gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
     num_cpus_per_actor: float = 0.5  # small, so read/decode tasks always find a CPU
+    actor_threads: int | None = None  # None: 2 on a GPU actor, 1 on a CPU one
     shard_size: int = 256
     image_column: str | None = None
     max_image_pixels: int = 89_478_485  # PIL's own decompression-bomb threshold
@@ -91,6 +92,10 @@ FIELD_HELP: dict[str, str] = {
     "num_gpus_per_actor": "GPUs per model actor, fractional allowed (default: 1 if the "
     "cluster has GPUs, else 0)",
     "num_cpus_per_actor": "CPUs reserved per model actor; keep small so decode tasks can run",
+    "actor_threads": "batches each model actor works on at once, each thread on its own CUDA "
+    "stream, so one batch's copy back and packing overlap the next one's GPU work; roughly "
+    "doubles activation memory at 2 (default: 2 on a GPU actor, 1 on a CPU one, where threads "
+    "only share the same cores); see docs/gpu.md",
     "shard_size": "loose images per read task, and rows per output Parquet file",
     "image_column": "image column of Parquet inputs (default: auto-detect a binary or "
     "{bytes, path} column)",
@@ -232,6 +237,10 @@ def validate(cfg: LabelJobConfig) -> None:
     _check(0 < cfg.num_cpus_per_actor < math.inf, "--num-cpus-per-actor must be > 0 and finite.")
     gpus = cfg.num_gpus_per_actor
     _check(gpus is None or 0 <= gpus < math.inf, "--num-gpus-per-actor must be >= 0 and finite.")
+    _check(
+        cfg.actor_threads is None or cfg.actor_threads >= 1,
+        "--actor-threads must be >= 1 (1 = one batch at a time per actor).",
+    )
     _check(0.0 <= cfg.max_error_rate <= 1.0, "--max-error-rate must be in [0, 1].")
     _check(cfg.limit is None or cfg.limit >= 1, "--limit must be >= 1.")
     _check(cfg.max_image_pixels >= 1, "--max-image-pixels must be >= 1.")

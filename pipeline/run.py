@@ -149,6 +149,39 @@ def resolve_pool_size(cfg: LabelJobConfig, gpus: float | None = None) -> tuple[i
     return size, size
 
 
+def resolve_actor_threads(cfg: LabelJobConfig, gpus: float | None = None) -> int:
+    """``--actor-threads`` or, when unset, 2 for an actor with a GPU (batch k's copy back and
+    packing overlap batch k+1's kernels, each thread on its own CUDA stream) and 1 on a CPU
+    actor (its threads would only share the same cores).
+
+    Args:
+        gpus: the cluster's GPUs (default: asked from the connected Ray cluster).
+    """
+    if cfg.actor_threads is not None:
+        return cfg.actor_threads
+    return 2 if cfg.device != "cpu" and resolve_num_gpus(cfg, gpus) > 0 else 1
+
+
+def actor_pool(cfg: LabelJobConfig, gpus: float | None = None) -> ray.data.ActorPoolStrategy:
+    """The model stage's actor pool: :func:`resolve_pool_size` actors, each running
+    :func:`resolve_actor_threads` calls at once (Ray runs the UDF itself concurrently only
+    with ``enable_true_multi_threading``). Resources stay per actor: ``num_gpus`` and
+    ``num_cpus`` are reserved once per actor whatever its threads.
+
+    Args:
+        gpus: the cluster's GPUs (default: asked from the connected Ray cluster).
+    """
+    gpus = cluster_gpus() if gpus is None else gpus
+    min_size, max_size = resolve_pool_size(cfg, gpus)
+    threads = resolve_actor_threads(cfg, gpus)
+    return ray.data.ActorPoolStrategy(
+        min_size=min_size,
+        max_size=max_size,
+        max_concurrent_calls_per_actor=threads,
+        enable_true_multi_threading=threads > 1,
+    )
+
+
 def build_dataset(
     cfg: LabelJobConfig,
     shards: list[read.ShardSpec],
@@ -183,7 +216,13 @@ def build_dataset(
             batch_size=cfg.batch_size,
             batch_format="numpy",
         )
-    min_size, max_size = resolve_pool_size(cfg)
+    compute = actor_pool(cfg)
+    logger.info(
+        "model stage: %d-%d actors, %d batches at a time each",
+        compute.min_size,
+        compute.max_size,
+        compute.max_concurrent_calls_per_actor,
+    )
     ds = ds.map_batches(
         SegmentationActor,
         fn_constructor_kwargs={
@@ -194,7 +233,7 @@ def build_dataset(
         },
         batch_size=cfg.batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=min_size, max_size=max_size),
+        compute=compute,
         num_gpus=resolve_num_gpus(cfg),
         num_cpus=cfg.num_cpus_per_actor,
     )

@@ -1,8 +1,13 @@
-"""Where and in which precision models run: device resolution and mixed-precision autocast."""
+"""Where and in which precision models run: device resolution, mixed-precision autocast, and
+what lets several threads share one model on one device (a CUDA stream per thread, device
+caches built once and visible to every stream)."""
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 import torch
 
@@ -35,3 +40,49 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if device.type != "cuda" or dtype is None:
         return torch.autocast(device.type, enabled=False)
     return torch.autocast("cuda", dtype=dtype)
+
+
+_CACHE_LOCK = threading.RLock()  # builds of device caches (rare: once per key)
+_THREAD = threading.local()  # this thread's CUDA streams, by device
+Cached = TypeVar("Cached", torch.Tensor, tuple[torch.Tensor, ...])
+
+
+def cached_on_device(cache: dict, key: Hashable, build: Callable[[], Cached]) -> Cached:
+    """``cache[key]``, a tensor or a tuple of tensors built by ``build()`` the first time, safe
+    to read from any thread and CUDA stream: built under one lock, and on CUDA the building
+    stream is waited for before the entry becomes visible (a one-time cost per key), so no
+    stream reads it half-written. Entries are never freed, so the caching allocator never
+    hands their memory to another stream.
+
+    Inside ``torch.compile`` tracing (no locks, no syncs there) it is a plain memo: compiled
+    forwards run one at a time (``SegPredictor``) and warm-up fills the cache before any
+    second thread runs.
+    """
+    value = cache.get(key)
+    if value is not None:
+        return value
+    if torch.compiler.is_compiling():
+        value = cache[key] = build()
+        return value
+    with _CACHE_LOCK:
+        value = cache.get(key)
+        if value is None:
+            value = build()
+            tensors = value if isinstance(value, tuple) else (value,)
+            for device in {t.device for t in tensors if t.is_cuda}:
+                torch.cuda.current_stream(device).synchronize()
+            cache[key] = value
+    return value
+
+
+def thread_stream(device: torch.device) -> contextlib.AbstractContextManager:
+    """This thread's own CUDA stream on ``device`` as the current stream (created on the
+    thread's first call, kept for the thread's life), so that calls from several threads queue
+    their kernels and copies independently; a no-op context off CUDA."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    streams = _THREAD.__dict__.setdefault("streams", {})
+    key = device.index if device.index is not None else torch.cuda.current_device()
+    if key not in streams:
+        streams[key] = torch.cuda.Stream(device=torch.device("cuda", key))
+    return torch.cuda.stream(streams[key])

@@ -9,18 +9,27 @@ through every step as one (N, ...) tensor (:mod:`zegclip.stitch` for the stitchi
 :mod:`zegclip.reduce` for the chunked class reduction). Only the label maps, the uint8
 confidence and per-class counts and confidence sums come back, in one device-to-host copy per
 batch; nothing in between reads a device value on the host.
+
+Several threads may call :meth:`SegPredictor.predict` at once (a pipeline actor with
+``--actor-threads 2``): each thread queues its work on its own CUDA stream
+(:func:`zegclip.devices.thread_stream`), so one batch's copy back to the host and packing
+overlap the next batch's kernels. What the threads share is built once and made visible to
+every stream (:func:`zegclip.devices.cached_on_device`; the constants and weights are
+synchronised at construction and after warm-up); a compiled forward runs one call at a time
+(``torch.compile`` is not thread-safe), which on CUDA only serialises its kernel launches.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from zegclip.devices import autocast
+from zegclip.devices import autocast, cached_on_device, thread_stream
 from zegclip.models.scorer import DenseScorer
 from zegclip.reduce import DEFAULT_MAX_ELEMENTS, best_rows
 from zegclip.stitch import add_crops, coverage, gather_crops, plan_chunks
@@ -71,6 +80,8 @@ class SegPredictor:
         compile: run ``scorer.crop_scores`` through ``torch.compile`` (static shapes: crop
             batches are padded to one of :func:`chunk_sizes`, each compiled once per crop size
             by :meth:`warm_up`). Off by default, on CUDA too, until a GPU run measures it.
+
+    ``predict`` may be called from several threads at once (see the module docstring).
     """
 
     def __init__(
@@ -112,16 +123,20 @@ class SegPredictor:
         self.compiled = compile
         self._forward = torch.compile(scorer.crop_scores, dynamic=False) if compile else None
         self._coverage_cache: dict[tuple[int, int], torch.Tensor] = {}
+        self._compiled_call = threading.Lock()  # torch.compile is not thread-safe
+        _synchronise(self.device)  # constants and weights ready for every thread's stream
 
     def warm_up(self) -> None:
         """Compiles the full-crop forward at every padded chunk size (:func:`chunk_sizes`;
         every recipe's short side is at least its crop, so real photos only use full crops),
         then runs one prediction on a blank 512x512 image."""
         y1, y2, x1, x2 = self.scorer.windows(4096, 4096)[0]
-        with torch.inference_mode(), autocast(self.device, self.precision):
+        cuda = self.device.type == "cuda"  # the attention path predict uses (a compile guard)
+        with torch.inference_mode(), _mha_fastpath(cuda), autocast(self.device, self.precision):
             for n in chunk_sizes(self.max_crops):
                 self._crop_scores(torch.zeros((n, 3, y2 - y1, x2 - x1), device=self.device))
         self.predict([np.zeros((512, 512, 3), dtype=np.uint8)])
+        _synchronise(self.device)  # what warm-up cached is ready for every thread's stream
 
     @torch.inference_mode()
     def predict(
@@ -142,13 +157,14 @@ class SegPredictor:
         """
         if not len(images):
             return []
-        groups = self._groups(images, sizes)
-        with _mha_fastpath(self.device.type == "cuda"):
-            totals = self._stitched_scores(groups)
-        pieces = []
-        for g in groups:
-            pieces.extend(self._finish(totals.pop(0), g))  # frees each group's scores
-        return unpack(pieces, to_host(pieces, self.device), len(images))
+        with thread_stream(self.device):  # this thread's own stream (CUDA)
+            groups = self._groups(images, sizes)
+            with _mha_fastpath(self.device.type == "cuda"):
+                totals = self._stitched_scores(groups)
+            pieces = []
+            for g in groups:
+                pieces.extend(self._finish(totals.pop(0), g))  # frees each group's scores
+            return unpack(pieces, to_host(pieces, self.device), len(images))
 
     def _groups(
         self, images: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]] | None
@@ -200,9 +216,8 @@ class SegPredictor:
     def _coverage(self, windows: list, group: _Group) -> torch.Tensor:
         """(h, w) windows per pixel of a prepared size, computed once per size on the device."""
         h, w = group.images.shape[-2:]
-        if (h, w) not in self._coverage_cache:
-            self._coverage_cache[(h, w)] = coverage(h, w, windows).to(self.device)
-        return self._coverage_cache[(h, w)]
+        build = lambda: coverage(h, w, windows).to(self.device)  # noqa: E731
+        return cached_on_device(self._coverage_cache, (h, w), build)
 
     def _crop_scores(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) crops -> (B, S, h, w) float32; compiled batches padded to the next
@@ -213,7 +228,9 @@ class SegPredictor:
         size = next(s for s in reversed(chunk_sizes(self.max_crops)) if s >= n)
         if n < size:
             batch = torch.cat([batch, batch.new_zeros((size - n, *batch.shape[1:]))])
-        return self._forward(batch, self.text_emb, self.seen)[:n].float()
+        with self._compiled_call:  # one thread at a time; on CUDA: while it queues kernels
+            scores = self._forward(batch, self.text_emb, self.seen)
+        return scores[:n].float()
 
     def _finish(self, scores: torch.Tensor, group: _Group) -> list[_Piece]:
         """(N, S, h, w) stitched scores of a group -> its device results, ``max_elements``
@@ -339,13 +356,34 @@ def quantise_confidence(score: torch.Tensor) -> torch.Tensor:
     return torch.round(score.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
 
+def _synchronise(device: torch.device) -> None:
+    """Wait for every queued kernel and copy on ``device`` (CUDA; nothing elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+_FASTPATH_LOCK = threading.Lock()
+_fastpath_active: list[list[bool]] = []  # [enabled] of each open _mha_fastpath, oldest first
+_fastpath_before = [True]  # the switch before the oldest open one
+
+
 @contextlib.contextmanager
 def _mha_fastpath(enabled: bool):
     """PyTorch's fused MHA inference path: ~10% slower than the plain path for ViT-B/16 on CPU
-    (measured here, as in perf-anchors.md), so it is used on CUDA only; numerics are the same."""
-    previous = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(enabled)
+    (measured here, as in perf-anchors.md), so it is used on CUDA only; numerics are the same.
+
+    The switch is process-wide and calls may overlap (threads) or nest: each exit sets it to
+    the newest still-open call's value, the last exit to the value from before the first."""
+    entry = [enabled]  # a distinct object per call, removed by identity
+    with _FASTPATH_LOCK:
+        if not _fastpath_active:
+            _fastpath_before[0] = torch.backends.mha.get_fastpath_enabled()
+        _fastpath_active.append(entry)
+        torch.backends.mha.set_fastpath_enabled(enabled)
     try:
         yield
     finally:
-        torch.backends.mha.set_fastpath_enabled(previous)
+        with _FASTPATH_LOCK:
+            del _fastpath_active[next(i for i, e in enumerate(_fastpath_active) if e is entry)]
+            last = _fastpath_active[-1][0] if _fastpath_active else _fastpath_before[0]
+            torch.backends.mha.set_fastpath_enabled(last)

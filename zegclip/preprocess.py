@@ -9,11 +9,11 @@ differs by one grey level on about a third of pixels.
 
 from __future__ import annotations
 
-import functools
-
 import cv2
 import numpy as np
 import torch
+
+from zegclip.devices import cached_on_device
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 scale (ZegCLIP configs, not CLIP's stats)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -86,12 +86,22 @@ def normalize_tensor(
     return (out[None] if out.ndim == 3 else out).permute(0, 3, 1, 2).contiguous()
 
 
-@functools.lru_cache(maxsize=16)
+_STATISTICS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def _statistics(
     mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3,) float32 mean and std on ``device`` (cached: no host-to-device copy per batch)."""
-    with torch.inference_mode(False):  # plain tensors, usable outside inference mode too
+    """(3,) float32 mean and std on ``device`` (cached: no host-to-device copy per batch;
+    built once, visible to every thread's stream: ``devices.cached_on_device``)."""
+    return cached_on_device(_STATISTICS, (mean, std, device), lambda: _pair(mean, std, device))
+
+
+def _pair(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3,) float32 mean and std on ``device``, plain tensors (usable outside inference mode)."""
+    with torch.inference_mode(False):
         stats = torch.tensor([mean, std], dtype=torch.float32)
         return stats[0].to(device), stats[1].to(device)
 

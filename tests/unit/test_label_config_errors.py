@@ -47,6 +47,7 @@ WRONG: dict[str, list[list[str]]] = {
     "--concurrency": [["--concurrency", "3,1"], ["--concurrency", "two"]],
     "--num-gpus-per-actor": [["--num-gpus-per-actor", "-1"], ["--num-gpus-per-actor", "inf"]],
     "--num-cpus-per-actor": [["--num-cpus-per-actor", "0"], ["--num-cpus-per-actor", "nan"]],
+    "--actor-threads": [["--actor-threads", "0"], ["--actor-threads", "-2"]],
     "--shard-size": [["--shard-size", "0"]],
     "--image-column": [
         ["--image-column", "img"],

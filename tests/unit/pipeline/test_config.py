@@ -48,6 +48,8 @@ def test_bad_concurrency_rejected(text: str) -> None:
         ({"shard_size": 0}, "--shard-size"),
         ({"num_cpus_per_actor": 0}, "--num-cpus-per-actor"),
         ({"num_gpus_per_actor": -0.5}, "--num-gpus-per-actor"),
+        ({"actor_threads": 0}, "--actor-threads must be >= 1"),
+        ({"actor_threads": -1}, "--actor-threads must be >= 1"),
         ({"max_error_rate": 1.5}, "--max-error-rate"),
         ({"limit": 0}, "--limit"),
         ({"device": "tpu"}, "--device"),

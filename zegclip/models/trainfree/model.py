@@ -37,6 +37,7 @@ from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from zegclip.clip import ClipSpec, build_towers, native_image_size, tokenizer_for
+from zegclip.devices import cached_on_device
 from zegclip.models.scorer import DenseScorer
 from zegclip.models.trainfree.attention import (
     LAST_BLOCKS,
@@ -209,12 +210,13 @@ class FrozenClipSegmenter(DenseScorer):
         return embed_tokens(self.visual, images, reference_positional)
 
     def _neighbourhood_bias(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        """(1 + h*w, 1 + h*w) bias in ``like``'s dtype on its device, built once per key."""
-        key = (grid, like.device, like.dtype)
-        if key not in self._bias_cache:
-            bias = neighbourhood_bias(grid, NACLIP_GAUSSIAN_STD)
-            self._bias_cache[key] = bias.to(like.device, like.dtype)
-        return self._bias_cache[key]
+        """(1 + h*w, 1 + h*w) bias in ``like``'s dtype on its device, built once per key (for
+        every thread's stream: ``devices.cached_on_device``)."""
+
+        def build() -> torch.Tensor:
+            return neighbourhood_bias(grid, NACLIP_GAUSSIAN_STD).to(like.device, like.dtype)
+
+        return cached_on_device(self._bias_cache, (grid, like.device, like.dtype), build)
 
 
 def build_frozen_clip(
