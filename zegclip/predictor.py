@@ -35,6 +35,8 @@ from zegclip.reduce import DEFAULT_MAX_ELEMENTS, best_rows
 from zegclip.stitch import add_crops, coverage, gather_crops, plan_chunks
 from zegclip.vocab import IGNORE_INDEX
 
+# Stitched float32 scores alive at once per predict call: 4 GiB (171 rows at 512x683: 17 images).
+DEFAULT_MAX_SCORE_ELEMENTS = 2**30
 BACKGROUND = -1  # synonym_index value of rows that mean "no class" (background words)
 
 
@@ -77,6 +79,10 @@ class SegPredictor:
         max_crops: crops per forward pass (bounds activation memory).
         max_elements: full-resolution values per class chunk (bounds memory for large
             vocabularies and photos; see :mod:`zegclip.reduce`).
+        max_score_elements: stitched float32 score values (images x rows x prepared pixels)
+            alive at once in one ``predict`` call: a batch whose scores would exceed it runs
+            in consecutive waves of images, each stitched, refined and reduced (its scores
+            freed) before the next starts (:data:`DEFAULT_MAX_SCORE_ELEMENTS`, 4 GiB).
         compile: run ``scorer.crop_scores`` through ``torch.compile`` (static shapes: crop
             batches are padded to one of :func:`chunk_sizes`, each compiled once per crop size
             by :meth:`warm_up`). Off by default, on CUDA too, until a GPU run measures it.
@@ -97,6 +103,7 @@ class SegPredictor:
         precision: str = "fp32",
         max_crops: int = 8,
         max_elements: int = DEFAULT_MAX_ELEMENTS,
+        max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
         compile: bool = False,
     ):
         self.scorer = scorer
@@ -120,6 +127,7 @@ class SegPredictor:
         self.precision = precision
         self.max_crops = max_crops
         self.max_elements = max_elements
+        self.max_score_elements = max_score_elements
         self.compiled = compile
         self._forward = torch.compile(scorer.crop_scores, dynamic=False) if compile else None
         self._coverage_cache: dict[tuple[int, int], torch.Tensor] = {}
@@ -158,12 +166,12 @@ class SegPredictor:
         if not len(images):
             return []
         with thread_stream(self.device):  # this thread's own stream (CUDA)
-            groups = self._groups(images, sizes)
-            with _mha_fastpath(self.device.type == "cuda"):
-                totals = self._stitched_scores(groups)
             pieces = []
-            for g in groups:
-                pieces.extend(self._finish(totals.pop(0), g))  # frees each group's scores
+            for wave in self._waves(self._groups(images, sizes)):
+                with _mha_fastpath(self.device.type == "cuda"):
+                    totals = self._stitched_scores(wave)
+                for g in wave:
+                    pieces.extend(self._finish(totals.pop(0), g))  # frees each group's scores
             return unpack(pieces, to_host(pieces, self.device), len(images))
 
     def _groups(
@@ -189,6 +197,26 @@ class SegPredictor:
                 batch = self.scorer.normalise(self._to_device(stacked))
             groups.append(_Group(members, batch, size))
         return groups
+
+    def _waves(self, groups: list[_Group]) -> list[list[_Group]]:
+        """``groups`` cut into waves whose stitched scores (images x S rows x h x w) stay
+        within ``max_score_elements`` (a group split across waves when it alone exceeds it;
+        one image per wave at least). Small batches are one wave: the common case."""
+        rows = self.text_emb.shape[0]
+        waves: list[list[_Group]] = [[]]
+        used = 0
+        for group in groups:
+            per_image = rows * group.images.shape[-2] * group.images.shape[-1]
+            step = max(1, self.max_score_elements // per_image)
+            for start in range(0, len(group.members), step):
+                part = group.part(start, start + step)
+                need = per_image * len(part.members)
+                if waves[-1] and used + need > self.max_score_elements:
+                    waves.append([])
+                    used = 0
+                waves[-1].append(part)
+                used += need
+        return waves
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         """Host tensor -> device; pinned and non-blocking on CUDA."""
@@ -279,6 +307,12 @@ class _Group:
     members: list[int]
     images: torch.Tensor
     size: tuple[int, int]
+
+    def part(self, start: int, stop: int) -> _Group:
+        """Members ``start:stop`` (their images a view of this group's)."""
+        if start == 0 and stop >= len(self.members):
+            return self
+        return _Group(self.members[start:stop], self.images[start:stop], self.size)
 
 
 @dataclass
