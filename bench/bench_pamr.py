@@ -2,22 +2,26 @@
 compiled float32, compiled compute dtype - time per batch, ATen ops, generated kernels, and how
 many labels each variant changes against eager float32.
 
-    python bench/bench_pamr.py                      # CPU: batch 2, 336x448, 21 and 171 rows
-    python bench/bench_pamr.py --device cuda --batch 32 --dtype bf16
+    python bench/bench_pamr.py              # CPU: batch 1, 336x448, 21 and 171 rows, eager only
+    python bench/bench_pamr.py --compile    # CPU with the compiled columns (compiles take minutes)
+    python bench/bench_pamr.py --device cuda --batch 32 --repeats 5   # all four columns
+    python bench/bench_pamr.py --rows 21 --agreement bf16 fp16        # + agreement, 12 photos
 
 Scores are synthetic but shaped like NACLIP's: each real photo's ground-truth mask (VOC, ADE20K,
 CamVid from ``../shared/data``) as one-hot rows, averaged over 16x16 patches, upsampled
 (bilinear) and noised at the patch level, on a cosine-like scale (0.2 +- 0.05): agreement then
 measures PAMR's numerics, not a model. Without ``../shared`` the bench stops with the reason.
-Ops are counted with ``bench/dispatch_count.py`` in eager mode; kernels are Inductor's generated
-kernel count for the compiled call (both compiled columns compile once, untimed: compile seconds
-printed apart). Times are the best of ``--repeats`` calls.
+Ops are counted with ``bench/dispatch_count.py`` in eager mode (at 32x32: the count does not
+depend on the size); kernels are Inductor's generated kernel count for the compiled call
+(compiled once per shape and dtype, untimed: compile seconds printed apart). Times are the best
+of ``--repeats`` calls; label agreement is over the batch (``--agreement``: over 12 photos).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -36,7 +40,7 @@ from zegclip.devices import PRECISIONS  # noqa: E402
 from zegclip.models.trainfree.pamr import PAMR  # noqa: E402
 
 SETS = (  # folder, image glob, mask folder, mask suffix
-    ("voc2012-val-sample", "images/*.jpg", "masks", ".png"),
+    ("voc2012-val-sample", "images/*", "masks", ".png"),
     ("ade20k-val-sample", "images/*.jpg", "masks", ".png"),
     ("camvid", "test/*.jpg", "testannot", ".png"),
 )
@@ -44,20 +48,20 @@ SETS = (  # folder, image glob, mask folder, mask suffix
 
 def labelled_photos(size: tuple[int, int], per_set: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
     """Up to ``per_set`` photos of each ``../shared/data`` set with their masks, resized to
-    ``size`` (H, W): (H, W, 3) uint8 RGB (bilinear) and (H, W) int64 labels (nearest)."""
-    out = []
+    ``size`` (H, W), the sets interleaved (VOC, ADE20K, CamVid, VOC, ...): (H, W, 3) uint8 RGB
+    (bilinear) and (H, W) int64 labels (nearest)."""
+    dsize = (size[1], size[0])
+    sets = []
     for folder, pattern, masks, suffix in SETS:
+        pairs = []
         for path in sorted((DATA_ROOT / folder).glob(pattern))[:per_set]:
             rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
             mask = cv2.imread(str(DATA_ROOT / folder / masks / (path.stem + suffix)), 0)
-            dsize = (size[1], size[0])
-            out.append(
-                (
-                    cv2.resize(rgb, dsize, interpolation=cv2.INTER_LINEAR),
-                    cv2.resize(mask, dsize, interpolation=cv2.INTER_NEAREST).astype(np.int64),
-                )
-            )
-    return out
+            rgb = cv2.resize(rgb, dsize, interpolation=cv2.INTER_LINEAR)
+            mask = cv2.resize(mask, dsize, interpolation=cv2.INTER_NEAREST).astype(np.int64)
+            pairs.append((rgb, mask))
+        sets.append(pairs)
+    return [pair for group in itertools.zip_longest(*sets) for pair in group if pair is not None]
 
 
 def synthetic_logits(labels: np.ndarray, rows: int, seed: int = 0) -> torch.Tensor:
@@ -81,11 +85,6 @@ def pamr_inputs(photos, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images, logits
 
 
-def agreement(labels: torch.Tensor, scores: torch.Tensor) -> float:
-    """Fraction of pixels whose argmax over rows (dim 1) equals ``labels``."""
-    return (scores.float().argmax(1) == labels).double().mean().item()
-
-
 def label_agreement(photos, rows: int, dtype: torch.dtype, device: str = "cpu") -> float:
     """Pixels labelled alike by eager float32 PAMR and eager ``dtype`` PAMR (one photo at a
     time; synthetic NACLIP-like logits with ``rows`` rows)."""
@@ -99,44 +98,45 @@ def label_agreement(photos, rows: int, dtype: torch.dtype, device: str = "cpu") 
     return same / total
 
 
-def best_time(fn, repeats: int, device: str) -> float:
-    """Best seconds of ``repeats`` calls."""
+def timed(fn, repeats: int, device: str) -> tuple[float, torch.Tensor]:
+    """(best seconds of ``repeats`` calls, the last call's result)."""
     best = float("inf")
     for _ in range(repeats):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        fn()
+        out = fn()
         if device == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - start)
-    return best
+    return best, out
 
 
-def compiled_kernels(fn) -> tuple[int, float]:
-    """(Inductor kernels generated, seconds) for the first (compiling) call of ``fn``."""
-    from torch._inductor import metrics
-
-    metrics.reset()
-    start = time.perf_counter()
-    fn()
-    return metrics.generated_kernel_count, time.perf_counter() - start
+def eager_ops(rows: int, dtype: torch.dtype | None, device: str) -> int:
+    """ATen ops of one eager PAMR call (independent of the image size: counted at 32x32)."""
+    images, logits = torch.rand(1, 3, 32, 32), torch.randn(1, rows, 32, 32)
+    return count_ops(lambda: PAMR()(images.to(device), logits.to(device), dtype))[0]
 
 
-def row(rows: int, name: str, call, reference: torch.Tensor, args: argparse.Namespace) -> str:
-    """One table row: time, eager ops or compiled kernels and compile time, agreement."""
+def row(name: str, fn, reference: torch.Tensor | None, args: argparse.Namespace) -> list:
+    """[name, ms, eager ops, compiled kernels, compile s, agreement %] of one variant."""
     ops = kernels = compile_s = ""
     if name.startswith("compiled"):
-        kernels, seconds = compiled_kernels(call)
-        compile_s = f"{seconds:.0f}"
-    else:
-        ops = count_ops(call)[0]
-    ms = 1000 * best_time(call, args.repeats, args.device)
-    same = 100 * agreement(reference, call())
-    return f"| {rows} | {name} | {ms:,.0f} | {ops} | {kernels} | {compile_s} | {same:.3f} % |"
+        from torch._inductor import metrics
+
+        metrics.reset()
+        compile_s = f"{timed(fn, 1, args.device)[0]:.0f}"
+        kernels = metrics.generated_kernel_count
+    seconds, out = timed(fn, args.repeats, args.device)
+    labels = out.argmax(1)
+    same = (
+        "" if reference is None else f"{100 * (labels == reference).double().mean().item():.3f} %"
+    )
+    return [name, f"{1000 * seconds:,.0f}", ops, kernels, compile_s, same], labels
 
 
 def run(args: argparse.Namespace) -> None:
+    start = time.perf_counter()
     photos = labelled_photos(args.size)
     if not photos:
         raise SystemExit(
@@ -149,24 +149,30 @@ def run(args: argparse.Namespace) -> None:
     )
     print(
         "| rows | variant | ms / batch | ATen ops (eager) | kernels (compiled) | compile s "
-        "| labels = eager fp32 (batch) |"
+        "| labels = eager fp32 |"
     )
     print("|---|---|---|---|---|---|---|")
     pamr = PAMR()
+    compiled = torch.compile(pamr, dynamic=False)
+    batch = [photos[i % len(photos)] for i in range(args.batch)]
     for rows in args.rows:
-        batch = [photos[i % len(photos)] for i in range(args.batch)]
         images, logits = (t.to(args.device) for t in pamr_inputs(batch, rows))
+        variants = [("eager fp32", pamr, None), (f"eager {args.dtype}", pamr, dtype)]
+        if args.compile if args.compile is not None else args.device.startswith("cuda"):
+            variants += [
+                ("compiled fp32", compiled, None),
+                (f"compiled {args.dtype}", compiled, dtype),
+            ]
+        reference = None
         with torch.inference_mode():
-            reference = pamr(images, logits).argmax(1)
-            variants = [("eager fp32", pamr, None), (f"eager {args.dtype}", pamr, dtype)]
-            if not args.no_compile:
-                compiled = torch.compile(pamr, dynamic=False)
-                variants += [
-                    ("compiled fp32", compiled, None),
-                    (f"compiled {args.dtype}", compiled, dtype),
-                ]
-            for name, fn, dt in variants:
-                print(row(rows, name, functools.partial(fn, images, logits, dt), reference, args))
+            for name, module, dt in variants:
+                cells, labels = row(
+                    name, functools.partial(module, images, logits, dt), reference, args
+                )
+                reference = labels if reference is None else reference
+                if name.startswith("eager"):
+                    cells[2] = eager_ops(rows, dt, args.device)
+                print(f"| {rows} | " + " | ".join(map(str, cells)) + " |", flush=True)
     if args.agreement:
         print(
             f"\n# label agreement with eager fp32 PAMR over {len(photos)} photos "
@@ -179,20 +185,29 @@ def run(args: argparse.Namespace) -> None:
                 f"{100 * label_agreement(photos, rows, PRECISIONS[p], args.device):.3f} %"
                 for p in args.agreement
             ]
-            print(f"| {rows} | " + " | ".join(cells) + " |")
+            print(f"| {rows} | " + " | ".join(cells) + " |", flush=True)
+    print(f"\n({time.perf_counter() - start:.0f} s in all)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=2, help="images per PAMR call")
+    parser.add_argument("--batch", type=int, default=1, help="images per PAMR call")
     parser.add_argument("--size", type=int, nargs=2, default=(336, 448), metavar=("H", "W"))
     parser.add_argument("--rows", type=int, nargs="+", default=(21, 171))
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"))
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--no-compile", action="store_true", help="eager columns only")
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument(
-        "--agreement", nargs="*", default=("bf16", "fp16"), help="dtypes of the agreement table"
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add the compiled columns (default: on CUDA only; a CPU compile takes minutes)",
+    )
+    parser.add_argument(
+        "--agreement",
+        nargs="*",
+        default=(),
+        help="also tabulate label agreement over all photos for these dtypes (bf16 fp16)",
     )
     return parser.parse_args(argv)
 
