@@ -14,7 +14,8 @@ measures PAMR's numerics, not a model. Without ``../shared`` the bench stops wit
 Ops are counted with ``bench/dispatch_count.py`` in eager mode (at 32x32: the count does not
 depend on the size); kernels are Inductor's generated kernel count for the compiled call
 (compiled once per shape and dtype, untimed: compile seconds printed apart). Times are the best
-of ``--repeats`` calls; label agreement is over the batch (``--agreement``: over 12 photos).
+of ``--repeats`` calls; label agreement is over the batch (``--agreement``: over
+``--photos`` photos of each set). "before #23" is the previous PAMR (``tests/legacy_pamr.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from legacy_pamr import LegacyPAMR  # noqa: E402
 from tiny_models import DATA_ROOT  # noqa: E402
 
 from bench.dispatch_count import count_ops  # noqa: E402
@@ -112,10 +114,11 @@ def timed(fn, repeats: int, device: str) -> tuple[float, torch.Tensor]:
     return best, out
 
 
-def eager_ops(rows: int, dtype: torch.dtype | None, device: str) -> int:
+def eager_ops(pamr, rows: int, dtype: torch.dtype | None, device: str) -> int:
     """ATen ops of one eager PAMR call (independent of the image size: counted at 32x32)."""
     images, logits = torch.rand(1, 3, 32, 32), torch.randn(1, rows, 32, 32)
-    return count_ops(lambda: PAMR()(images.to(device), logits.to(device), dtype))[0]
+    args = (images.to(device), logits.to(device)) + (() if dtype is None else (dtype,))
+    return count_ops(lambda: pamr(*args))[0]
 
 
 def row(name: str, fn, reference: torch.Tensor | None, args: argparse.Namespace) -> list:
@@ -137,7 +140,7 @@ def row(name: str, fn, reference: torch.Tensor | None, args: argparse.Namespace)
 
 def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
-    photos = labelled_photos(args.size)
+    photos = labelled_photos(args.size, args.photos)
     if not photos:
         raise SystemExit(
             f"no labelled photos under {DATA_ROOT} (../shared/data): nothing to measure"
@@ -157,7 +160,8 @@ def run(args: argparse.Namespace) -> None:
     batch = [photos[i % len(photos)] for i in range(args.batch)]
     for rows in args.rows:
         images, logits = (t.to(args.device) for t in pamr_inputs(batch, rows))
-        variants = [("eager fp32", pamr, None), (f"eager {args.dtype}", pamr, dtype)]
+        variants = [("eager fp32", pamr, None), ("eager fp32, before #23", LegacyPAMR(), None)]
+        variants.append((f"eager {args.dtype}", pamr, dtype))
         if args.compile if args.compile is not None else args.device.startswith("cuda"):
             variants += [
                 ("compiled fp32", compiled, None),
@@ -166,12 +170,11 @@ def run(args: argparse.Namespace) -> None:
         reference = None
         with torch.inference_mode():
             for name, module, dt in variants:
-                cells, labels = row(
-                    name, functools.partial(module, images, logits, dt), reference, args
-                )
+                inputs = (images, logits) + (() if dt is None else (dt,))
+                cells, labels = row(name, functools.partial(module, *inputs), reference, args)
                 reference = labels if reference is None else reference
                 if name.startswith("eager"):
-                    cells[2] = eager_ops(rows, dt, args.device)
+                    cells[2] = eager_ops(module, rows, dt, args.device)
                 print(f"| {rows} | " + " | ".join(map(str, cells)) + " |", flush=True)
     if args.agreement:
         print(
@@ -197,6 +200,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, nargs="+", default=(21, 171))
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"))
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--photos", type=int, default=4, help="photos per data set (3 sets)")
     parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
