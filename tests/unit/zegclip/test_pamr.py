@@ -4,10 +4,11 @@ real photos."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from legacy_pamr import LegacyPAMR
-from tiny_models import requires_shared_data
+from tiny_models import TINY_CLIP, requires_shared_data
 
 from bench.bench_pamr import label_agreement, labelled_photos
 from bench.dispatch_count import OpCounter
@@ -99,3 +100,33 @@ def test_compute_dtype_pamr_agrees_with_float32_on_real_photos():
     assert len(photos) == 3
     assert label_agreement(photos, 21, torch.float16) >= 0.999
     assert label_agreement(photos, 21, torch.bfloat16) >= 0.99
+
+
+def test_pamr_precision_flag_exits_2_naming_it(tmp_path, capsys):
+    import zegclip
+    from zegclip.cli import main
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("car\nroad\n")
+    argv = ["segment", "a.png", "--vocab", str(vocab), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--pamr-precision", "bf16"]) == 2
+    assert "--pamr-precision" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--pamr-precision"):
+        zegclip.check_spec(zegclip.LabelerSpec(pamr_precision="fp16"))
+    zegclip.check_spec(zegclip.LabelerSpec(pamr_precision="compute", clip_pretrained=None))
+
+
+def test_predictor_refines_in_the_compute_dtype_on_cuda_only():
+    import zegclip
+    from zegclip.models.trainfree.model import build_frozen_clip
+    from zegclip.predictor import SegPredictor
+
+    scorer = build_frozen_clip(zegclip.ClipSpec(model=TINY_CLIP, pretrained=None), with_text=False)
+
+    def predictor(**kwargs):
+        return SegPredictor(scorer, np.zeros((2, 8)), np.arange(2), 2, **kwargs)
+
+    assert predictor(precision="bf16", pamr_precision="compute").refine_dtype is None  # CPU
+    assert predictor(precision="bf16").refine_dtype is None
+    with pytest.raises(ValueError, match="pamr_precision"):
+        predictor(pamr_precision="bf16")
