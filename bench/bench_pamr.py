@@ -199,7 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, nargs=2, default=(336, 448), metavar=("H", "W"))
     parser.add_argument("--rows", type=int, nargs="+", default=(21, 171))
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"))
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--photos", type=int, default=4, help="photos per data set (3 sets)")
     parser.add_argument(
         "--compile",
