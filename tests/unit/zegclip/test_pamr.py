@@ -9,11 +9,17 @@ import pytest
 import torch
 from legacy_pamr import LegacyPAMR
 from tiny_models import TINY_CLIP, requires_shared_data
+from torch._dynamo.utils import counters
+from torch._inductor import metrics
 
+import zegclip
 from bench.bench_pamr import label_agreement, labelled_photos
 from bench.dispatch_count import OpCounter
+from zegclip.cli import main
 from zegclip.devices import refine_dtype
+from zegclip.models.trainfree.model import build_frozen_clip
 from zegclip.models.trainfree.pamr import PAMR, propagate
+from zegclip.predictor import SegPredictor
 
 
 def _inputs(n: int = 2, k: int = 5, size: tuple[int, int] = (40, 52), seed: int = 0):
@@ -60,8 +66,6 @@ def test_pamr_traces_as_one_graph(dtype):
 
 @pytest.mark.slow
 def test_compiled_step_is_one_kernel_and_equals_eager():
-    from torch._inductor import metrics
-
     image, masks = _inputs(n=2, k=4, size=(24, 32))
     alpha = PAMR().affinity(image)
     weights = [alpha[:, p : p + 1] for p in range(alpha.shape[1])]
@@ -103,9 +107,6 @@ def test_compute_dtype_pamr_agrees_with_float32_on_real_photos():
 
 
 def test_pamr_precision_flag_exits_2_naming_it(tmp_path, capsys):
-    import zegclip
-    from zegclip.cli import main
-
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("car\nroad\n")
     argv = ["segment", "a.png", "--vocab", str(vocab), "--out", str(tmp_path / "out")]
@@ -117,9 +118,6 @@ def test_pamr_precision_flag_exits_2_naming_it(tmp_path, capsys):
 
 
 def test_predictor_refines_in_the_compute_dtype_on_cuda_only():
-    import zegclip
-    from zegclip.models.trainfree.model import build_frozen_clip
-    from zegclip.predictor import SegPredictor
 
     scorer = build_frozen_clip(zegclip.ClipSpec(model=TINY_CLIP, pretrained=None), with_text=False)
 
@@ -130,3 +128,20 @@ def test_predictor_refines_in_the_compute_dtype_on_cuda_only():
     assert predictor(precision="bf16").refine_dtype is None
     with pytest.raises(ValueError, match="pamr_precision"):
         predictor(pamr_precision="bf16")
+
+
+@pytest.mark.slow
+def test_compiled_predictor_refines_like_eager_with_one_graph_for_any_group_size():
+    """``SegPredictor(compile=True)`` compiles ``scorer.refine`` once per prepared size and class
+    count: groups of 2 and 3 images share one graph (the image count is dynamic)."""
+
+    scorer = build_frozen_clip(zegclip.ClipSpec(model=TINY_CLIP, pretrained=None), with_text=False)
+    scorer.pamr.num_iter = 2
+    predictor = SegPredictor(scorer, np.zeros((4, 8)), np.arange(4), 4, compile=True)
+    torch._dynamo.reset()
+    counters.clear()
+    for n in (2, 3):
+        images, scores = _inputs(n=n, k=4, size=(24, 32), seed=n)
+        compiled = predictor._refine_scores(scores, images)
+        torch.testing.assert_close(compiled, scorer.refine(scores, images), rtol=1e-5, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 1
