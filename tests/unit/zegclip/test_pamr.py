@@ -99,7 +99,7 @@ def test_refine_dtype_is_the_compute_dtype_on_cuda_only():
 @requires_shared_data
 def test_compute_dtype_pamr_agrees_with_float32_on_real_photos():
     """Synthetic NACLIP-like logits on real photos' ground truth (bench/bench_pamr.py): fp16
-    propagation changes ~0.003 % of labels, bf16 ~0.02 % (without the centring: ~0.4 %)."""
+    propagation changes ~0.003 % of labels, bf16 ~0.02 %."""
     photos = labelled_photos((168, 224), per_set=1)
     assert len(photos) == 3
     assert label_agreement(photos, 21, torch.float16) >= 0.9999  # measured 0.99997

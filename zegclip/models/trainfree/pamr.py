@@ -103,7 +103,7 @@ class PAMR(nn.Module):
         round the masks, the weights stay float32, products are summed in float32). In a lower
         dtype each image's class maps are propagated minus their mean, added back after in
         float32: exact in real arithmetic (weights sum to 1), it rounds values near 0 instead of
-        NACLIP's ~0.2 cosines (bf16 label changes 0.4 % -> 0.06 %, bench/bench_pamr.py).
+        NACLIP's ~0.2 cosines (bf16 label changes ~0.4 % -> ~0.05 %; docs/gpu.md).
 
         Returns:
             (B, K, H, W) refined masks, same dtype as ``masks``.
