@@ -162,6 +162,7 @@ def make_spec(cfg: LabelJobConfig) -> Any:
         device=cfg.device,
         precision=cfg.precision,
         compile=cfg.compile,
+        pamr_precision=cfg.pamr_precision,
     )
 
 

@@ -55,6 +55,7 @@ class LabelJobConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    pamr_precision: str = "fp32"
     dashboard: bool = False
     if_busy: str = "exit"
     wait_timeout: float = 3600.0
@@ -121,6 +122,8 @@ FIELD_HELP: dict[str, str] = {
     "device": "'auto', 'cuda' or 'cpu'",
     "precision": "model precision: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16",
     "compile": "torch.compile the model forward, warmed up once per actor (GPU)",
+    "pamr_precision": "fp32 (the papers') or compute: NACLIP's PAMR runs in --precision on CUDA "
+    "(bf16/fp16 masks, float32 sums; docs/gpu.md)",
     "dashboard": "start the Ray dashboard web UI with the embedded local Ray (ignored when "
     "RAY_ADDRESS is set)",
     "if_busy": "when another live run holds --output's lease: 'exit' (code 75, nothing done) or "
@@ -250,6 +253,7 @@ def validate(cfg: LabelJobConfig) -> None:
         cfg.precision in ("auto", "fp32", "bf16", "fp16"),
         "--precision must be auto, fp32, bf16 or fp16.",
     )
+    _check(cfg.pamr_precision in ("fp32", "compute"), "--pamr-precision must be fp32 or compute.")
     _check(cfg.if_busy in ("exit", "wait"), "--if-busy must be exit or wait.")
     _check(0 <= cfg.wait_timeout < math.inf, "--wait-timeout must be >= 0 seconds and finite.")
     _check(1 <= cfg.lease_ttl < math.inf, "--lease-ttl must be >= 1 second and finite.")

@@ -106,6 +106,11 @@ def _add_segment(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16"
     )
+    p.add_argument(
+        "--pamr-precision",
+        default="fp32",
+        help="fp32 (the papers') or compute: PAMR in --precision on CUDA (docs/gpu.md)",
+    )
     p.set_defaults(run=_run_segment)
 
 
@@ -140,6 +145,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         min_score=args.min_score,
         device=args.device,
         precision=args.precision,
+        pamr_precision=args.pamr_precision,
         background=tuple(w.strip() for w in args.background.split(",") if w.strip()),
     )
     vocab = load_vocabulary(args.vocab)

@@ -28,6 +28,28 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+PAMR_PRECISIONS = ("fp32", "compute")
+
+
+def refine_dtype(device: torch.device, precision: str, pamr_precision: str) -> torch.dtype | None:
+    """The dtype the refinement (PAMR) propagates in: None (float32, the papers') unless
+    ``pamr_precision`` is ``compute`` and the model runs in bf16/fp16 on CUDA (CPU always runs
+    float32, as :func:`autocast`).
+
+    Raises:
+        ValueError: unknown ``pamr_precision`` or ``precision``.
+    """
+    if pamr_precision not in PAMR_PRECISIONS:
+        raise ValueError(
+            f"pamr_precision must be one of {', '.join(PAMR_PRECISIONS)}, not {pamr_precision!r}"
+        )
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if pamr_precision == "fp32" or device.type != "cuda":
+        return None
+    return PRECISIONS[precision]
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Autocast to ``precision`` (``fp32``, ``bf16``, ``fp16``) on CUDA; CPU always runs float32.
 

@@ -18,7 +18,7 @@ import torch
 
 from zegclip import validate
 from zegclip.clip import ClipSpec
-from zegclip.devices import resolve_device, resolve_precision
+from zegclip.devices import PAMR_PRECISIONS, resolve_device, resolve_precision
 from zegclip.io.embedding_cache import cached_embeddings, embedding_key, file_identity
 from zegclip.io.registry import load_model, local_path
 from zegclip.predictor import SegPredictor
@@ -55,6 +55,8 @@ class LabelerSpec:
             autocast; ignored on CPU).
         compile: ``torch.compile`` the model's crop forward, warmed up when the predictor is
             built (once per actor).
+        pamr_precision: ``fp32`` (the papers') or ``compute``: PAMR propagates in
+            ``precision`` on CUDA (bf16: 0.02-0.05 % of labels change; docs/gpu.md).
     """
 
     checkpoint: str | None = None
@@ -68,6 +70,7 @@ class LabelerSpec:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    pamr_precision: str = "fp32"
 
     @property
     def clip_spec(self) -> ClipSpec:
@@ -112,6 +115,7 @@ def check_spec(spec: LabelerSpec, vocab: Vocabulary | None = None) -> None:
             message names the flag to fix.
     """
     validate.check_choice(spec.precision, validate.PRECISIONS, "--precision")
+    validate.check_choice(spec.pamr_precision, PAMR_PRECISIONS, "--pamr-precision")
     validate.check_fraction(spec.min_score, "--min-score")
     validate.check_device(spec.device)
     validate.check_templates(spec.templates)
@@ -195,6 +199,7 @@ def build_predictor(spec: LabelerSpec, vocab: Vocabulary, text_emb: np.ndarray) 
         device=device,
         precision=resolve_precision(spec.precision, device),
         compile=spec.compile,
+        pamr_precision=spec.pamr_precision,
         max_crops=GPU_MAX_CROPS if device.type == "cuda" else CPU_MAX_CROPS,
     )
     if spec.compile:

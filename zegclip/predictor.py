@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from zegclip.devices import autocast, cached_on_device, thread_stream
+from zegclip.devices import autocast, cached_on_device, refine_dtype, thread_stream
 from zegclip.models.scorer import DenseScorer
 from zegclip.reduce import DEFAULT_MAX_ELEMENTS, best_rows
 from zegclip.stitch import add_crops, coverage, gather_crops, plan_chunks
@@ -86,6 +86,11 @@ class SegPredictor:
         compile: run ``scorer.crop_scores`` through ``torch.compile`` (static shapes: crop
             batches are padded to one of :func:`chunk_sizes`, each compiled once per crop size
             by :meth:`warm_up`). Off by default, on CUDA too, until a GPU run measures it.
+            Also compiles ``scorer.refine`` (PAMR: one fused kernel per step), static per
+            prepared size and number of classes, the group's image count dynamic.
+        pamr_precision: ``fp32`` (the papers') or ``compute``: the refinement propagates in
+            ``precision`` (bf16/fp16 storage, float32 sums; CUDA only, see
+            :func:`zegclip.devices.refine_dtype`).
 
     ``predict`` may be called from several threads at once (see the module docstring).
     """
@@ -105,6 +110,7 @@ class SegPredictor:
         max_elements: int = DEFAULT_MAX_ELEMENTS,
         max_score_elements: int = DEFAULT_MAX_SCORE_ELEMENTS,
         compile: bool = False,
+        pamr_precision: str = "fp32",
     ):
         self.scorer = scorer
         self.device = torch.device(device)
@@ -130,6 +136,8 @@ class SegPredictor:
         self.max_score_elements = max_score_elements
         self.compiled = compile
         self._forward = torch.compile(scorer.crop_scores, dynamic=False) if compile else None
+        self.refine_dtype = refine_dtype(self.device, precision, pamr_precision)
+        self._refine = torch.compile(scorer.refine, dynamic=False) if compile else scorer.refine
         self._coverage_cache: dict[tuple[int, int], torch.Tensor] = {}
         self._compiled_call = threading.Lock()  # torch.compile is not thread-safe
         _synchronise(self.device)  # constants and weights ready for every thread's stream
@@ -263,7 +271,7 @@ class SegPredictor:
     def _finish(self, scores: torch.Tensor, group: _Group) -> list[_Piece]:
         """(N, S, h, w) stitched scores of a group -> its device results, ``max_elements``
         full-size values at a time (images in sub-batches when one class does not fit)."""
-        scores = self.scorer.refine(scores, group.images)
+        scores = self._refine_scores(scores, group.images)
         if self.row_order is not None:
             scores = scores.index_select(1, self._row_order)
         step = max(1, self.max_elements // (group.size[0] * group.size[1]))
@@ -272,6 +280,17 @@ class SegPredictor:
             members = group.members[start : start + step]
             out.append(self._reduce(scores[start : start + step], members, group.size))
         return out
+
+    def _refine_scores(self, scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """``scorer.refine`` of (N, S, h, w) scores with (N, 3, h, w) images, in
+        :attr:`refine_dtype`; compiled, one graph for every N > 1 (and one for N = 1), called
+        by one thread at a time like the compiled forward."""
+        if not self.compiled:
+            return self._refine(scores, images, dtype=self.refine_dtype)
+        torch._dynamo.maybe_mark_dynamic(scores, 0)
+        torch._dynamo.maybe_mark_dynamic(images, 0)
+        with self._compiled_call:
+            return self._refine(scores, images, dtype=self.refine_dtype)
 
     def _reduce(self, scores: torch.Tensor, members: list[int], size: tuple[int, int]) -> _Piece:
         """(n, S, h, w) scores -> labels, uint8 confidence, counts and sums of n images."""

@@ -25,6 +25,7 @@ MODEL_FIELDS = (
     "device",
     "precision",
     "compile",
+    "pamr_precision",
     "max_image_pixels",
 )
 
@@ -57,6 +58,7 @@ class ServeConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    pamr_precision: str = "fp32"
 
     def to_dict(self) -> dict:
         """JSON-ready fields (no credentials are ever part of the config)."""

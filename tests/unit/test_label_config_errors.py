@@ -87,6 +87,7 @@ WRONG: dict[str, list[list[str]]] = {
     "--method": [["--method", "nosuchmethod"]],
     "--device": [["--device", "tpu"]],
     "--precision": [["--precision", "fp8"]],
+    "--pamr-precision": [["--pamr-precision", "bf16"]],
     "--if-busy": [["--if-busy", "skip"]],
     "--wait-timeout": [["--wait-timeout", "-1"], ["--wait-timeout", "inf"]],
     "--lease-ttl": [["--lease-ttl", "0.5"], ["--lease-ttl", "nan"]],

@@ -100,10 +100,13 @@ class DenseScorer(nn.Module, metaclass=ABCMeta):
         """(S,) bool rows that are seen (training) classes; none by default."""
         return np.zeros(len(names), dtype=bool)
 
-    def refine(self, scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    def refine(
+        self, scores: torch.Tensor, images: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """Hook on stitched (N, S, h, w) scores with the preprocessed (N, 3, h, w) images (or
         one image's (S, h, w) scores with its (1, 3, h, w) image); batched over images, it must
-        give each image what it gives that image alone. No-op."""
+        give each image what it gives that image alone. ``dtype``: the precision it may work in
+        (None: float32); the result keeps the scores' dtype. No-op."""
         return scores
 
     def activate(self, scores: torch.Tensor) -> torch.Tensor:

@@ -172,6 +172,7 @@ def test_invalid_flags_exit_2_naming_the_flag(clip_weights: Path, capsys, caplog
         (["--max-batch-size", "0"], "--max-batch-size must be >= 1"),
         (["--allowed-hosts", "10.0.0.0/33"], "--allowed-hosts '10.0.0.0/33'"),
         (["--clip-weights", "/no/such.safetensors"], "/no/such.safetensors"),
+        (["--pamr-precision", "bf16"], "--pamr-precision 'bf16'"),
     ]
     for flags, message in cases:
         caplog.clear()

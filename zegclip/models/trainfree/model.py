@@ -155,9 +155,12 @@ class FrozenClipSegmenter(DenseScorer):
         """
         return self.cosine_maps(crops, text_emb).float()
 
-    def refine(self, scores: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    def refine(
+        self, scores: torch.Tensor, images: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """PAMR on stitched (N, S, h, w) logits with the whole preprocessed (N, 3, h, w) images,
-        batched over images (one image: (S, h, w) with (1, 3, h, w)).
+        batched over images (one image: (S, h, w) with (1, 3, h, w)); ``dtype``: PAMR's
+        propagation dtype (None: float32, see :class:`PAMR`).
 
         The papers run PAMR at the original image size; here it runs at the preprocessed size
         (short side 336/448), which bounds its memory (it grows with S x H x W x 16) on large
@@ -166,8 +169,8 @@ class FrozenClipSegmenter(DenseScorer):
         if self.pamr is None:
             return scores
         if scores.ndim == 3:
-            return self.pamr(images.to(scores.device), scores[None])[0]
-        return self.pamr(images.to(scores.device), scores)
+            return self.pamr(images.to(scores.device), scores[None], dtype)[0]
+        return self.pamr(images.to(scores.device), scores, dtype)
 
     def activate(self, scores: torch.Tensor) -> torch.Tensor:
         """(..., S, H, W) logits at the original size -> softmax over rows (dim -3) at the
