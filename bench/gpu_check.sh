@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks of docs/gpu.md as one command on the device machine (an H200; see
-# /work/.library/device/README.md). About 9 minutes at most: bench 400 s, tests/gpu 150 s.
+# /work/.library/device/README.md). Under 10 minutes: bench 320 s, PAMR 90 s, tests/gpu 150 s.
 #
 # Here, once:   python bench/gpu_wheels.py      (Ray, open_clip and their missing needs into
 #               .whl/, CamVid photos into .bench-photos/; both git-ignored, ~51 MiB)
 # Device tool:  run  command "bash bench/gpu_check.sh"  carry [".whl", ".bench-photos"]
 #               timeout_s 600
-# Results come back in $OUT: gpu.txt, bench.log (tables at the end), tests-gpu.log.
+# Results come back in $OUT: gpu.txt, bench.log (tables at the end), pamr.log, tests-gpu.log.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}
 mkdir -p "$OUT"
@@ -23,7 +23,13 @@ photos=()
 if [ -d .bench-photos ]; then
     photos=(--photos .bench-photos)
     # tests/gpu read ../shared/data (it does not travel): the same photos
-    mkdir -p ../shared/data/camvid/test && cp -n .bench-photos/*.jpg ../shared/data/camvid/test/
+    mkdir -p ../shared/data/camvid/test ../shared/data/camvid/testannot
+    cp -n .bench-photos/*.jpg ../shared/data/camvid/test/
+    cp -n .bench-photos/testannot/*.png ../shared/data/camvid/testannot/ 2>/dev/null
 fi
-timeout 400 python3 bench/bench_gpu.py --device cuda --all "${photos[@]}" 2>&1 | tee "$OUT/bench.log"
+timeout 320 python3 bench/bench_gpu.py --device cuda --all --budget-s 270 "${photos[@]}" 2>&1 |
+    tee "$OUT/bench.log"
+# PAMR eager/compiled x fp32/bf16 at batch 32, 171 rows, on CamVid ground truth (synthetic scores)
+timeout 90 python3 bench/bench_pamr.py --device cuda --batch 32 --repeats 5 --rows 171 --photos 4 \
+    2>&1 | tee "$OUT/pamr.log"
 timeout 150 python3 -m pytest -q -s -p no:cacheprovider tests/gpu 2>&1 | tee "$OUT/tests-gpu.log"

@@ -5,8 +5,8 @@ The device image (Python 3.12, torch, pyarrow, pandas, cv2, scikit-image...; see
 that it lacks into ``.whl/`` (git-ignored), for CPython 3.12 on manylinux x86-64, and repacks
 Ray's wheel without ``ray/jars/`` (Java workers, unused; 45.6 MB left, as in the reference GPU
 run) so that the working tree, the wheels and the photos fit the device's 64 MiB transfer.
-It also copies 64 CamVid test photos to ``.bench-photos/`` (git-ignored) when ``../shared``
-holds them: ``../shared`` does not travel to the device.
+It also copies 64 CamVid test photos (and 8 of their masks) to ``.bench-photos/`` (git-ignored)
+when ``../shared`` holds them: ``../shared`` does not travel to the device.
 """
 
 from __future__ import annotations
@@ -58,12 +58,18 @@ def repack(wheel: Path, drop: tuple[str, ...] = DROP) -> None:
     tmp.replace(wheel)
 
 
-def copy_photos(dest: Path, count: int = 64) -> int:
-    """The first ``count`` CamVid test photos into ``dest`` (none without ``../shared``)."""
+def copy_photos(dest: Path, count: int = 64, masks: int = 8) -> int:
+    """The first ``count`` CamVid test photos into ``dest``, and the ground-truth masks of the
+    first ``masks`` into ``dest/testannot`` (``bench/bench_pamr.py`` builds its scores from
+    them); none without ``../shared``."""
     paths = sorted(CAMVID.glob("*.jpg"))[:count]
-    dest.mkdir(exist_ok=True)
+    (dest / "testannot").mkdir(parents=True, exist_ok=True)
     for path in paths:
         shutil.copy(path, dest / path.name)
+    for path in paths[:masks]:
+        mask = CAMVID.parent / "testannot" / f"{path.stem}.png"
+        if mask.is_file():
+            shutil.copy(mask, dest / "testannot" / mask.name)
     return len(paths)
 
 
