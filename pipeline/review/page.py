@@ -39,6 +39,7 @@ MODEL_FIELDS = {
     "device": "device",
     "precision": "precision",
     "compile": "torch.compile",
+    "pamr_precision": "PAMR precision",
 }
 CHECKPOINT_UNUSED = ("clip_model", "clip_pretrained", "clip_weights", "method", "background")
 
