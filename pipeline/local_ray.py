@@ -65,8 +65,11 @@ def shutdown_on_signals() -> Iterator[None]:
 
     SIGTERM (what ``kill``, Kubernetes and schedulers send) unwinds like Ctrl-C, so the
     ``finally`` runs; for a local Ray its agents are stopped too (see module docstring). With
-    ``RAY_ADDRESS`` this only disconnects.
+    ``RAY_ADDRESS`` this only disconnects. A Ray the caller had already started or connected
+    before the block (a notebook, a test session, a library user running a job in-process) is
+    the caller's: it is left running.
     """
+    callers_ray = ray.is_initialized()
 
     def _exit(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -79,10 +82,11 @@ def shutdown_on_signals() -> Iterator[None]:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if ray.is_initialized():
-            ray.shutdown()
-        _stop(_local_agents)
-        _local_agents.clear()
+        if not callers_ray:
+            if ray.is_initialized():
+                ray.shutdown()
+            _stop(_local_agents)
+            _local_agents.clear()
 
 
 def _wait_for_agents() -> list[int]:
