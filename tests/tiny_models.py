@@ -29,16 +29,59 @@ def save_random_clip_weights(path: Path, clip_model: str = TINY_CLIP) -> Path:
     """Seeded random open_clip weights of ``clip_model`` at its native size, as a safetensors
     file for ``--clip-weights`` (the same weights ``--clip-pretrained none`` builds from its
     fixed seed, as a file: the real loading path)."""
-    import torch
     from safetensors.torch import save_file
 
     from zegclip.clip import ClipSpec, build_clip, native_image_size
 
     spec = ClipSpec(model=clip_model, pretrained=None)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        clip = build_clip(
-            ClipSpec(model=clip_model, pretrained=None, image_size=native_image_size(spec))
-        )
+    clip = build_clip(
+        ClipSpec(model=clip_model, pretrained=None, image_size=native_image_size(spec))
+    )
     save_file({k: v.contiguous() for k, v in clip.state_dict().items()}, path)
     return path
+
+
+def save_tiny_zegclip_checkpoint(path: Path) -> Path:
+    """A seeded random tiny ZegCLIP (default config, no seen classes) as a checkpoint with its
+    CLIP embedded, for ``--checkpoint``."""
+    import torch
+
+    import zegclip
+
+    torch.manual_seed(0)
+    clip = zegclip.ClipSpec(model=TINY_CLIP, pretrained=None)
+    model = zegclip.build_zegclip(zegclip.ZegCLIPConfig(clip=clip))
+    return zegclip.save_checkpoint(model, path, embed_clip=True)
+
+
+def tiny_predictor(mode: str, names: list[str], device: str = "cpu", **kwargs):
+    """A seeded tiny ``SegPredictor`` over ``names`` (one row per class): ZegCLIP with "car"
+    and "road" seen, or NACLIP (PAMR on, the job's default mode), on ``device``; ``kwargs``
+    go to ``SegPredictor``."""
+    import numpy as np
+    import torch
+
+    import zegclip
+    from zegclip.models.trainfree.model import build_frozen_clip
+
+    torch.manual_seed(0)
+    clip = zegclip.ClipSpec(model=TINY_CLIP, pretrained=None)
+    if mode == "naclip":
+        scorer = build_frozen_clip(clip)
+    else:
+        config = zegclip.ZegCLIPConfig(
+            clip=clip, num_prompt_tokens=4, decoder_ffn_dim=128, seen_classes=("car", "road")
+        )
+        scorer = zegclip.build_zegclip(config)
+    with torch.inference_mode():
+        emb = scorer.encode_vocabulary(names, templates=["a {}."])
+    return zegclip.SegPredictor(
+        scorer.to(device),
+        emb,
+        np.arange(len(names)),
+        len(names),
+        seen=scorer.seen_mask(names),
+        min_score=scorer.default_min_score,
+        device=device,
+        **kwargs,
+    )

@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 import torch
 from threads import assert_same_predictions, run_together
-from tiny_models import TINY_CLIP
+from tiny_models import tiny_predictor
 
-import zegclip
-from zegclip.models.trainfree.model import build_frozen_clip
 from zegclip.predictor import SegPredictor
 
 pytestmark = [
@@ -31,22 +29,6 @@ pytestmark = [
 
 NAMES = ["car", "road", "sky", "tree", "person"]
 SUMS_RTOL = 1e-9  # float64 confidence sums are added with CUDA atomics, in no fixed order
-
-
-def _predictor(mode: str, **kwargs) -> SegPredictor:
-    torch.manual_seed(0)
-    clip = zegclip.ClipSpec(model=TINY_CLIP, pretrained=None)
-    if mode == "naclip":
-        scorer = build_frozen_clip(clip)
-    else:
-        config = zegclip.ZegCLIPConfig(clip=clip, num_prompt_tokens=4, decoder_ffn_dim=128)
-        scorer = zegclip.build_zegclip(config)
-    with torch.inference_mode():
-        emb = scorer.encode_vocabulary(NAMES, templates=["a {}."])
-    scorer = scorer.to("cuda")
-    return SegPredictor(
-        scorer, emb, np.arange(len(NAMES)), len(NAMES), device="cuda", precision="bf16", **kwargs
-    )
 
 
 def _batches(sample_photos, prepare) -> list[tuple[list, list]]:
@@ -78,7 +60,7 @@ def _record_streams(predictor: SegPredictor) -> dict[int, set]:
 
 @pytest.mark.parametrize("mode", ["zegclip", "naclip"])
 def test_each_thread_runs_on_its_own_stream_with_the_one_thread_results(mode, sample_photos):
-    predictor = _predictor(mode)
+    predictor = tiny_predictor(mode, NAMES, device="cuda", precision="bf16")
     batches = _batches(sample_photos, predictor.scorer.prepare)
     streams = _record_streams(predictor)
     pairs = [batches[:2], batches[2:]]  # each thread: two batches in turn
@@ -99,7 +81,9 @@ def test_each_thread_runs_on_its_own_stream_with_the_one_thread_results(mode, sa
 
 @pytest.mark.slow
 def test_compiled_forward_from_two_threads_gives_the_one_thread_results(sample_photos):
-    predictor = _predictor("zegclip", compile=True, max_crops=4)
+    predictor = tiny_predictor(
+        "zegclip", NAMES, device="cuda", precision="bf16", compile=True, max_crops=4
+    )
     predictor.warm_up()
     batches = _batches(sample_photos, predictor.scorer.prepare)
     serial = [predictor.predict(*batch) for batch in batches]

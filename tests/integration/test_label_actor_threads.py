@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from ray import cloudpickle
-from tiny_models import TINY_CLIP
+from tiny_models import save_tiny_zegclip_checkpoint
 
 import zegclip
 from jobs import label
@@ -60,11 +59,9 @@ def probed(factory, record: str, embeddings):
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
-    torch.manual_seed(0)
-    clip = zegclip.ClipSpec(model=TINY_CLIP, pretrained=None)
-    model = zegclip.build_zegclip(zegclip.ZegCLIPConfig(clip=clip))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny-zegclip.safetensors"
-    return str(zegclip.save_checkpoint(model, path, embed_clip=True))
+    return str(
+        save_tiny_zegclip_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-zegclip.safetensors")
+    )
 
 
 def _label(argv: list[str], record: Path) -> None:

@@ -25,7 +25,7 @@ from content import (
     stored_maps,
     write_pngs,
 )
-from tiny_models import TINY_CLIP, save_random_clip_weights
+from tiny_models import TINY_CLIP, save_random_clip_weights, save_tiny_zegclip_checkpoint
 
 import zegclip
 from jobs import label
@@ -54,13 +54,9 @@ def clip_weights(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def zegclip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny random ZegCLIP checkpoint (CLIP embedded)."""
-    import torch
-
-    torch.manual_seed(0)
-    clip = zegclip.ClipSpec(model=TINY_CLIP, pretrained=None)
-    model = zegclip.build_zegclip(zegclip.ZegCLIPConfig(clip=clip))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny-zegclip.safetensors"
-    return str(zegclip.save_checkpoint(model, path, embed_clip=True))
+    return str(
+        save_tiny_zegclip_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-zegclip.safetensors")
+    )
 
 
 def _flags(family: str, checkpoint: str, clip_weights: str) -> list[str]:

@@ -15,34 +15,13 @@ import numpy as np
 import pytest
 import torch
 from threads import assert_same_predictions, run_together
-from tiny_models import TINY_CLIP
-from tiny_zegclip import tiny_config
+from tiny_models import tiny_predictor
 
-import zegclip
 from pipeline import decode
 from pipeline.infer import SegmentationActor
-from zegclip.models.trainfree.model import build_frozen_clip
-from zegclip.predictor import SegPredictor, _mha_fastpath
+from zegclip.predictor import _mha_fastpath
 
 NAMES = ["car", "road", "sky", "tree", "person"]
-
-
-def _predictor(mode: str) -> SegPredictor:
-    torch.manual_seed(0)
-    if mode == "naclip":  # PAMR on, as the job's default mode
-        scorer = build_frozen_clip(zegclip.ClipSpec(model=TINY_CLIP, pretrained=None))
-    else:
-        scorer = zegclip.build_zegclip(tiny_config())
-    with torch.inference_mode():
-        emb = scorer.encode_vocabulary(NAMES, templates=["a {}."])
-    return SegPredictor(
-        scorer,
-        emb,
-        np.arange(len(NAMES)),
-        len(NAMES),
-        seen=scorer.seen_mask(NAMES),
-        min_score=scorer.default_min_score,
-    )
 
 
 def _batches(sample_photos, prepare) -> list[tuple[list, list]]:
@@ -60,7 +39,7 @@ def _rgb(path) -> np.ndarray:
 
 @pytest.mark.parametrize("mode", ["zegclip", "naclip"])
 def test_two_threads_give_what_serial_calls_give(mode, sample_photos):
-    predictor = _predictor(mode)
+    predictor = tiny_predictor(mode, NAMES)
     batches = _batches(sample_photos, predictor.scorer.prepare)
     together = run_together(lambda b: predictor.predict(*b), batches)
     for batch, runs in zip(batches, together, strict=True):
@@ -71,7 +50,7 @@ def test_two_threads_give_what_serial_calls_give(mode, sample_photos):
 
 
 def test_actor_called_from_two_threads_gives_the_serial_rows(sample_photos):
-    predictor = _predictor("zegclip")
+    predictor = tiny_predictor("zegclip", NAMES)
     actor = SegmentationActor(lambda _emb: predictor, np.zeros((1, 1)), len(NAMES), prepared=True)
     photos = [[_rgb(p) for p in sample_photos.jpegs(5)[i : i + 2]] for i in (0, 3)]
     batches = [
